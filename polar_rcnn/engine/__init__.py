@@ -1,0 +1,4 @@
+"""Training: the trainer for polar models."""
+from .trainer import PolarTrainer
+
+__all__ = ["PolarTrainer"]
