@@ -32,10 +32,6 @@ SDIST_URL = (
     "48f5bbb7ee492696a21da23303daeecdfe3942c498a70d34108acf63b2bd/" + SDIST_NAME
 )
 SDIST_SHA256 = "5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29"
-# PEP 440 local version naming the patch level; bump it whenever compat.patch changes.
-LOCAL_VERSION = "+polar.1"
-WHEEL_NAME = f"pb1_detectron2-0.6{LOCAL_VERSION}-py3-none-any.whl"
-
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PATCH_FILE = REPO_ROOT / "third_party" / "detectron2" / "compat.patch"
 
@@ -44,12 +40,31 @@ def log(msg):
     print(f"[provision-detectron2] {msg}", flush=True)
 
 
+def wheel_name() -> str:
+    return f"pb1_detectron2-{expected_version()}-py3-none-any.whl"
+
+
 def sha256_of(path):
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def expected_version() -> str:
+    """``0.6+polar.<patch hash>``: the PEP 440 local version names the exact patch applied."""
+    return "0.6+polar." + sha256_of(PATCH_FILE)[:12]
+
+
+def installed_pb1_version():
+    """Version of an installed pb1-detectron2 distribution (one this script made), or None."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("pb1-detectron2")
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def fetch_sdist(cache_dir: Path) -> Path:
@@ -79,13 +94,13 @@ def build_wheel(sdist: Path, wheel_dir: Path) -> Path:
         log(f"applying {PATCH_FILE.relative_to(REPO_ROOT)}")
         subprocess.run(["git", "apply", "--whitespace=nowarn", str(PATCH_FILE)], cwd=src, check=True)
         log("building the wheel (no C++ extension)")
-        env = dict(os.environ, D2_VERSION_SUFFIX=LOCAL_VERSION)
+        env = dict(os.environ, D2_VERSION_SUFFIX=expected_version()[len("0.6"):])
         subprocess.run(
             [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
              "--wheel-dir", str(wheel_dir), str(src)],
             env=env, check=True,
         )
-    wheel = wheel_dir / WHEEL_NAME
+    wheel = wheel_dir / wheel_name()
     if not wheel.exists():
         raise SystemExit(f"expected {wheel} after the build; found {sorted(os.listdir(wheel_dir))}")
     return wheel
@@ -170,14 +185,17 @@ def main():
     if args.check_only:
         self_check()
         return
-    if not args.force and working_detectron2_present():
+    ours = installed_pb1_version()
+    if ours is not None and ours != expected_version():
+        log(f"installed pb1-detectron2 {ours} was built from another patch; rebuilding {expected_version()}")
+    elif not args.force and working_detectron2_present():
         log("a working detectron2 is installed; leaving it alone (use --force to replace it)")
         return
     cache_dir = Path(args.cache_dir)
     # one wheel folder per patch content, so an edited patch never reuses a stale wheel
     wheel_dir = cache_dir / f"wheel-{sha256_of(PATCH_FILE)[:12]}"
     wheel_dir.mkdir(parents=True, exist_ok=True)
-    wheel = wheel_dir / WHEEL_NAME
+    wheel = wheel_dir / wheel_name()
     if args.force or not wheel.exists():
         wheel = build_wheel(fetch_sdist(cache_dir), wheel_dir)
     else:
