@@ -1,4 +1,5 @@
-"""Training: the trainer for polar models."""
+"""Training and inference: the trainer and the predictor for polar models."""
+from .predictor import PolarPredictor
 from .trainer import PolarTrainer
 
-__all__ = ["PolarTrainer"]
+__all__ = ["PolarPredictor", "PolarTrainer"]

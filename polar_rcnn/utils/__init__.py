@@ -1,0 +1,1 @@
+"""Utilities: drawing detections next to views of the stack."""
