@@ -37,9 +37,9 @@ def stack_to_float(array: np.ndarray, scale: float = 0.0, path: str = "stack") -
     """Convert to float32; ``scale`` 0 picks one by dtype (1/255 uint8, 1/65535 uint16, 1 floats)."""
     if scale == 0.0:
         scale = _DTYPE_SCALE.get(array.dtype, 1.0)
-    out = np.asarray(array, dtype=np.float32)
+    out = np.array(array, dtype=np.float32)  # always a copy: never alias a memory-mapped file
     if scale != 1.0:
-        out = out * np.float32(scale)
+        out *= np.float32(scale)
     if not np.isfinite(out).all():
         raise StackError(f"{path}: stack contains NaN or Inf values")
     return out

@@ -1,5 +1,5 @@
 """Backbones that run the image through ResNet+FPN and fuse a polar branch into every level."""
-from typing import Callable, Dict, List
+from typing import Dict, List
 
 import torch
 from torch import nn
@@ -31,22 +31,20 @@ class PolarFPN(FPN):
     image features in both sets. Parameter names match Detectron2's FPN, so vanilla checkpoints load.
     """
 
-    def __init__(
-        self,
-        *,
-        polar_branch_factory: Callable[[List[str]], PolarBranch],
-        image_channels: int = 3,
-        **fpn_kwargs,
-    ):
+    def __init__(self, *, polar_branch: PolarBranch, image_channels: int = 3, **fpn_kwargs):
         """
         Args:
-            polar_branch_factory: builds the branch given the FPN's output level names.
+            polar_branch: the branch; its ``level_names`` are the FPN levels that get fused
+                versions (only those a consumer reads, so that every parameter gets a gradient).
             image_channels: leading channels of the input that hold the image.
             fpn_kwargs: arguments of :class:`detectron2.modeling.FPN`.
         """
         super().__init__(**fpn_kwargs)
+        unknown = set(polar_branch.level_names) - set(self._out_features)
+        if unknown:
+            raise ValueError(f"polar levels {sorted(unknown)} are not FPN outputs {self._out_features}")
         self.image_channels = image_channels
-        self.polar_branch = polar_branch_factory(list(self._out_features))
+        self.polar_branch = polar_branch
 
     @property
     def input_channels(self) -> int:
@@ -69,7 +67,8 @@ class PolarFPN(FPN):
         stack = x[:, self.image_channels : self.image_channels + num_stack]
         available = x[:, -1, 0, 0]  # (N,), never padding: padding is at the bottom/right
         features = super().forward(image)
-        if not bool(available.any()):
+        # In training the branch always runs, so every parameter gets a gradient (DDP needs that).
+        if not self.training and not bool(available.any()):
             features.update({fused_name(k): features[k] for k in self.polar_branch.level_names})
             return features
         polar = self.polar_branch(stack, {k: features[k].shape[-2:] for k in self.polar_branch.level_names})
@@ -79,6 +78,22 @@ class PolarFPN(FPN):
         return features
 
 
+INJECT_CHOICES = ("rpn", "roi", "both")
+
+
+def injected_levels(cfg) -> List[str]:
+    """FPN levels whose fused version is read, given ``MODEL.POLAR.INJECT``."""
+    inject = cfg.MODEL.POLAR.INJECT
+    if inject not in INJECT_CHOICES:
+        raise ValueError(f"MODEL.POLAR.INJECT must be one of {INJECT_CHOICES}, got {inject!r}")
+    levels = []
+    if inject in ("rpn", "both"):
+        levels += cfg.MODEL.RPN.IN_FEATURES
+    if inject in ("roi", "both"):
+        levels += [f for f in cfg.MODEL.ROI_HEADS.IN_FEATURES if f not in levels]
+    return levels
+
+
 @BACKBONE_REGISTRY.register()
 def build_polar_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> PolarFPN:
     """ResNet + FPN (as ``build_resnet_fpn_backbone``) with a :class:`PolarBranch` fused in."""
@@ -86,7 +101,7 @@ def build_polar_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> PolarFPN:
     bottom_up = build_resnet_backbone(cfg, ShapeSpec(channels=image_channels))
     out_channels = cfg.MODEL.FPN.OUT_CHANNELS
     return PolarFPN(
-        polar_branch_factory=lambda levels: PolarBranch(cfg, level_names=levels, out_channels=out_channels),
+        polar_branch=PolarBranch(cfg, level_names=injected_levels(cfg), out_channels=out_channels),
         image_channels=image_channels,
         bottom_up=bottom_up,
         in_features=cfg.MODEL.FPN.IN_FEATURES,

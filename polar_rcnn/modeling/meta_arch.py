@@ -4,12 +4,16 @@ from typing import Dict, List, Sequence
 import torch
 
 from detectron2.config import configurable
-from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
+from detectron2.modeling import (
+    META_ARCH_REGISTRY,
+    GeneralizedRCNN,
+    build_backbone,
+    build_proposal_generator,
+    build_roi_heads,
+)
 from detectron2.structures import ImageList
 
 from .backbone import fused_name
-
-INJECT_CHOICES = ("rpn", "roi", "both")
 
 
 def _per_channel(values: Sequence[float], channels: int, key: str) -> torch.Tensor:
@@ -46,18 +50,25 @@ class PolarRCNN(GeneralizedRCNN):
 
     @classmethod
     def from_config(cls, cfg):
-        inject = cfg.MODEL.POLAR.INJECT
-        if inject not in INJECT_CHOICES:
-            raise ValueError(f"MODEL.POLAR.INJECT must be one of {INJECT_CHOICES}, got {inject!r}")
-        cfg = cfg.clone()
-        cfg.defrost()
-        if inject in ("rpn", "both"):
-            cfg.MODEL.RPN.IN_FEATURES = [fused_name(f) for f in cfg.MODEL.RPN.IN_FEATURES]
-        if inject in ("roi", "both"):
-            cfg.MODEL.ROI_HEADS.IN_FEATURES = [fused_name(f) for f in cfg.MODEL.ROI_HEADS.IN_FEATURES]
-        ret = super().from_config(cfg)
-        ret.update(stack_mean=cfg.MODEL.POLAR.STACK_MEAN, stack_std=cfg.MODEL.POLAR.STACK_STD)
-        return ret
+        backbone = build_backbone(cfg)
+        # the consumers chosen by MODEL.POLAR.INJECT read the fused levels; the config is not modified
+        heads_cfg = cfg.clone()
+        heads_cfg.defrost()
+        if cfg.MODEL.POLAR.INJECT in ("rpn", "both"):
+            heads_cfg.MODEL.RPN.IN_FEATURES = [fused_name(f) for f in cfg.MODEL.RPN.IN_FEATURES]
+        if cfg.MODEL.POLAR.INJECT in ("roi", "both"):
+            heads_cfg.MODEL.ROI_HEADS.IN_FEATURES = [fused_name(f) for f in cfg.MODEL.ROI_HEADS.IN_FEATURES]
+        return {
+            "backbone": backbone,
+            "proposal_generator": build_proposal_generator(heads_cfg, backbone.output_shape()),
+            "roi_heads": build_roi_heads(heads_cfg, backbone.output_shape()),
+            "input_format": cfg.INPUT.FORMAT,
+            "vis_period": cfg.VIS_PERIOD,
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "stack_mean": cfg.MODEL.POLAR.STACK_MEAN,
+            "stack_std": cfg.MODEL.POLAR.STACK_STD,
+        }
 
     def preprocess_image(self, batched_inputs: List[Dict[str, torch.Tensor]]) -> ImageList:
         """Normalize, concatenate ``[image, stack, availability]`` per input, pad and batch."""

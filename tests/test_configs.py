@@ -1,0 +1,86 @@
+"""Every shipped config loads and builds; add_polar_config only adds its own sections."""
+import glob
+import os
+
+import pytest
+import torch
+
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog
+from detectron2.modeling import build_model
+
+from common import CONFIG_DIR
+from polar_rcnn import add_polar_config
+from polar_rcnn.modeling import PolarBranch, PolarFPN, PolarRCNN
+
+CONFIG_FILES = sorted(glob.glob(os.path.join(CONFIG_DIR, "*.yaml")))
+R50_AS_IS = "faster_rcnn_R_50_FPN_1x_polar_synth.yaml"
+
+
+def load_config(path):
+    cfg = get_cfg()
+    add_polar_config(cfg)
+    cfg.merge_from_file(path)
+    cfg.MODEL.WEIGHTS = ""
+    cfg.MODEL.DEVICE = "cpu"
+    return cfg
+
+
+def test_config_files_found():
+    names = {os.path.basename(p) for p in CONFIG_FILES}
+    assert {"Base-PolarRCNN-FPN.yaml", "faster_rcnn_R_18_FPN_demo_polar_synth.yaml", R50_AS_IS} <= names
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)
+def test_config_builds_and_runs(path):
+    cfg = load_config(path)
+    name = os.path.basename(path)
+    if cfg.MODEL.RESNETS.DEPTH >= 50 and name != R50_AS_IS:
+        cfg.MODEL.RESNETS.DEPTH = 18  # speed; one R50 config is built as is
+        cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    assert isinstance(model, PolarRCNN)
+    assert isinstance(model.backbone, PolarFPN)
+    assert isinstance(model.backbone.polar_branch, PolarBranch)
+    assert model.stack_channels == cfg.MODEL.POLAR.IN_CHANNELS
+    if name == R50_AS_IS:
+        assert cfg.MODEL.RESNETS.DEPTH == 50
+        assert len(model.backbone.bottom_up.res4) == 6  # R50: 3-4-6-3 blocks
+    for ds in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST):
+        assert ds in DatasetCatalog.list(), f"{name}: dataset {ds} is not registered"
+
+    # the built model runs on an input with a stack of the configured channel count
+    g = torch.Generator().manual_seed(0)
+    inputs = [{"image": torch.rand(3, 64, 80, generator=g) * 255,
+               "stack": torch.rand(cfg.MODEL.POLAR.IN_CHANNELS, 64, 80, generator=g)}]
+    model.eval()
+    with torch.no_grad():
+        (out,) = model(inputs)
+    assert out["instances"].image_size == (64, 80)
+
+
+def test_add_polar_config_adds_sections():
+    cfg = get_cfg()
+    add_polar_config(cfg)
+    assert {"IN_CHANNELS", "HIDDEN_CHANNELS", "PRE_KERNEL_SIZE", "POST_KERNEL_SIZE", "INPUT_STRIDE",
+            "ZERO_INIT", "INJECT", "STACK_MEAN", "STACK_STD"} <= set(cfg.MODEL.POLAR.keys())
+    assert {"ENABLED", "LAYOUT", "SCALE"} <= set(cfg.INPUT.STACK.keys())
+    assert cfg.MODEL.POLAR.INJECT in ("rpn", "roi", "both")
+    assert cfg.INPUT.STACK.LAYOUT in ("HWC", "CHW")
+
+
+def test_add_polar_config_changes_no_detectron2_default():
+    before = get_cfg().dump()
+    other = get_cfg()
+    add_polar_config(other)
+    other.merge_from_file(os.path.join(CONFIG_DIR, "faster_rcnn_R_18_FPN_demo_polar_synth.yaml"))
+    # the global defaults are untouched
+    assert get_cfg().dump() == before
+    # and on the cfg it was called on, only the two new sections differ from the defaults
+    fresh = get_cfg()
+    extended = get_cfg()
+    add_polar_config(extended)
+    del extended.MODEL["POLAR"]
+    del extended.INPUT["STACK"]
+    assert extended.dump() == fresh.dump()
