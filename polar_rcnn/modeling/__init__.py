@@ -1,6 +1,34 @@
-"""Models: the polar branch, polar backbones and meta-architectures (registered on import)."""
-from .backbone import PolarFPN, build_polar_resnet_fpn_backbone, fused_name
-from .meta_arch import PolarRCNN
+"""Models: the polar branch, fusions, polar backbones and meta-architectures (registered on import)."""
+from .backbone import (
+    PolarFPN,
+    build_polar_resnet_fpn_backbone,
+    build_polar_retinanet_resnet_fpn_backbone,
+    fused_name,
+)
+from .early_fusion import (
+    EarlyFusionFPN,
+    EarlyFusionStem,
+    build_early_fusion_resnet_fpn_backbone,
+    build_early_fusion_retinanet_resnet_fpn_backbone,
+)
+from .fusion import build_polar_fusion, fusion_names, register_fusion
+from .meta_arch import PolarInputsMixin, PolarRCNN, PolarRetinaNet
 from .polar_branch import PolarBranch
 
-__all__ = ["PolarBranch", "PolarFPN", "PolarRCNN", "build_polar_resnet_fpn_backbone", "fused_name"]
+__all__ = [
+    "EarlyFusionFPN",
+    "EarlyFusionStem",
+    "PolarBranch",
+    "PolarFPN",
+    "PolarInputsMixin",
+    "PolarRCNN",
+    "PolarRetinaNet",
+    "build_early_fusion_resnet_fpn_backbone",
+    "build_early_fusion_retinanet_resnet_fpn_backbone",
+    "build_polar_fusion",
+    "build_polar_resnet_fpn_backbone",
+    "build_polar_retinanet_resnet_fpn_backbone",
+    "fused_name",
+    "fusion_names",
+    "register_fusion",
+]

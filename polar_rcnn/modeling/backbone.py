@@ -1,17 +1,20 @@
 """Backbones that run the image through ResNet+FPN and fuse a polar branch into every level."""
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 from torch import nn
 
 from detectron2.layers import ShapeSpec
-from detectron2.modeling import BACKBONE_REGISTRY
-from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool
-from detectron2.modeling.backbone.resnet import build_resnet_backbone
+from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY, RetinaNet
+from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool, LastLevelP6P7
+from detectron2.modeling.backbone.resnet import ResNet, build_resnet_backbone
 
+from .fusion import AddFusion, build_polar_fusion
 from .polar_branch import PolarBranch
 
 FUSED_SUFFIX = "_fused"
+RESNET_DEPTHS = (18, 34, 50, 101, 152)
+INJECT_CHOICES = ("rpn", "roi", "both")
 
 
 def fused_name(level: str) -> str:
@@ -22,33 +25,57 @@ def fused_name(level: str) -> str:
 class PolarFPN(FPN):
     """An FPN over the image plus a polar branch fused into each of its levels.
 
-    Input: the tensor built by :class:`~polar_rcnn.modeling.meta_arch.PolarRCNN` — image channels,
-    then the normalized stack, then one availability plane (1 where the image has a stack).
+    Input: the tensor built by :class:`~polar_rcnn.modeling.meta_arch.PolarInputsMixin` — image
+    channels, then the normalized stack, then one availability plane (1 where the image has a stack).
 
-    Output: the FPN's levels under their usual names (``"p2"``...), untouched, plus each level with
-    the polar features added under :func:`fused_name` (``"p2_fused"``...). Which consumer (RPN, ROI
-    heads) reads which set is a matter of their ``IN_FEATURES``. Images without a stack get the
-    image features in both sets. Parameter names match Detectron2's FPN, so vanilla checkpoints load.
+    Output: the FPN's levels under their usual names (``"p2"``...), untouched, plus each level fused
+    with the polar features (by ``fusions[level]``) under :func:`fused_name` (``"p2_fused"``...).
+    Which consumer (RPN, ROI heads, RetinaNet head) reads which set is a matter of their
+    ``IN_FEATURES``. Images without a stack get the image features in both sets. Parameter names
+    match Detectron2's FPN (plus ``polar_branch.*`` and ``polar_fusion.<level>.*``), so vanilla
+    checkpoints load.
     """
 
-    def __init__(self, *, polar_branch: PolarBranch, image_channels: int = 3, **fpn_kwargs):
+    def __init__(
+        self,
+        *,
+        polar_branch: PolarBranch,
+        fusions: Optional[Dict[str, nn.Module]] = None,
+        image_channels: int = 3,
+        **fpn_kwargs,
+    ):
         """
         Args:
             polar_branch: the branch; its ``level_names`` are the FPN levels that get fused
                 versions (only those a consumer reads, so that every parameter gets a gradient).
+            fusions: level name -> module mapping ``(image, polar)`` features to fused ones
+                (see :mod:`polar_rcnn.modeling.fusion`); default :class:`AddFusion` everywhere.
             image_channels: leading channels of the input that hold the image.
             fpn_kwargs: arguments of :class:`detectron2.modeling.FPN`.
         """
         super().__init__(**fpn_kwargs)
         unknown = set(polar_branch.level_names) - set(self._out_features)
         if unknown:
-            raise ValueError(f"polar levels {sorted(unknown)} are not FPN outputs {self._out_features}")
+            raise ValueError(
+                f"polar levels {sorted(unknown)} are not FPN outputs {self._out_features}; "
+                "for RetinaNet (p3-p7) use MODEL.BACKBONE.NAME: build_polar_retinanet_resnet_fpn_backbone"
+            )
+        if fusions is None:
+            fusions = {k: AddFusion(channels=polar_branch.out_channels) for k in polar_branch.level_names}
+        if set(fusions) != set(polar_branch.level_names):
+            raise ValueError(f"fusions for {sorted(fusions)} but polar levels {sorted(polar_branch.level_names)}")
         self.image_channels = image_channels
         self.polar_branch = polar_branch
+        self.polar_fusion = nn.ModuleDict({k: fusions[k] for k in polar_branch.level_names})
+
+    @property
+    def stack_channels(self) -> int:
+        """Channels of the stack this backbone expects after the image channels."""
+        return self.polar_branch.in_channels
 
     @property
     def input_channels(self) -> int:
-        return self.image_channels + self.polar_branch.in_channels + 1
+        return self.image_channels + self.stack_channels + 1
 
     def output_shape(self) -> Dict[str, ShapeSpec]:
         shapes = super().output_shape()
@@ -56,36 +83,58 @@ class PolarFPN(FPN):
         return shapes
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
-        if x.dim() != 4 or x.shape[1] != self.input_channels:
-            raise ValueError(
-                f"{type(self).__name__} expects (N, {self.input_channels}, H, W) input "
-                f"(image {self.image_channels} + stack {self.polar_branch.in_channels} + availability 1), "
-                f"got {tuple(x.shape)}"
-            )
-        num_stack = self.polar_branch.in_channels
+        check_polar_input(self, x)
         image = x[:, : self.image_channels]
-        stack = x[:, self.image_channels : self.image_channels + num_stack]
-        available = x[:, -1, 0, 0]  # (N,), never padding: padding is at the bottom/right
+        stack = x[:, self.image_channels : self.image_channels + self.stack_channels]
+        available = x[:, -1, 0, 0] > 0  # (N,), never padding: padding is at the bottom/right
         features = super().forward(image)
         # In training the branch always runs, so every parameter gets a gradient (DDP needs that).
         if not self.training and not bool(available.any()):
             features.update({fused_name(k): features[k] for k in self.polar_branch.level_names})
             return features
         polar = self.polar_branch(stack, {k: features[k].shape[-2:] for k in self.polar_branch.level_names})
-        weight = available.view(-1, 1, 1, 1).to(features[self._out_features[0]].dtype)
+        available = available.view(-1, 1, 1, 1)
         for k, p in polar.items():
-            features[fused_name(k)] = features[k] + weight * p
+            fused = self.polar_fusion[k](features[k], p)
+            features[fused_name(k)] = torch.where(available, fused, features[k])
         return features
 
 
-INJECT_CHOICES = ("rpn", "roi", "both")
+def check_polar_input(backbone, x: torch.Tensor) -> None:
+    """Raise if ``x`` is not ``(N, image + stack + 1, H, W)`` for a polar ``backbone``."""
+    if x.dim() != 4 or x.shape[1] != backbone.input_channels:
+        raise ValueError(
+            f"{type(backbone).__name__} expects (N, {backbone.input_channels}, H, W) input "
+            f"(image {backbone.image_channels} + stack {backbone.stack_channels} + availability 1), "
+            f"got {tuple(x.shape)}"
+        )
 
 
-def injected_levels(cfg) -> List[str]:
-    """FPN levels whose fused version is read, given ``MODEL.POLAR.INJECT``."""
+def is_dense_detector(cfg) -> bool:
+    """Whether ``MODEL.META_ARCHITECTURE`` is a RetinaNet (one head reading RETINANET.IN_FEATURES)."""
+    name = cfg.MODEL.META_ARCHITECTURE
+    arch = META_ARCH_REGISTRY.get(name) if name in META_ARCH_REGISTRY else None
+    return isinstance(arch, type) and issubclass(arch, RetinaNet)
+
+
+def check_inject(cfg) -> str:
+    """Validate ``MODEL.POLAR.INJECT`` for the configured meta-architecture and return it."""
     inject = cfg.MODEL.POLAR.INJECT
     if inject not in INJECT_CHOICES:
         raise ValueError(f"MODEL.POLAR.INJECT must be one of {INJECT_CHOICES}, got {inject!r}")
+    if inject == "roi" and is_dense_detector(cfg):
+        raise ValueError(
+            f"MODEL.POLAR.INJECT 'roi' is invalid for {cfg.MODEL.META_ARCHITECTURE}, which has no ROI "
+            "heads; set MODEL.POLAR.INJECT: 'rpn' (or 'both') to fuse into its head's features"
+        )
+    return inject
+
+
+def injected_levels(cfg) -> List[str]:
+    """FPN levels whose fused version is read, given ``MODEL.POLAR.INJECT`` and the meta-architecture."""
+    inject = check_inject(cfg)
+    if is_dense_detector(cfg):
+        return list(cfg.MODEL.RETINANET.IN_FEATURES)
     levels = []
     if inject in ("rpn", "both"):
         levels += cfg.MODEL.RPN.IN_FEATURES
@@ -94,19 +143,68 @@ def injected_levels(cfg) -> List[str]:
     return levels
 
 
-@BACKBONE_REGISTRY.register()
-def build_polar_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> PolarFPN:
-    """ResNet + FPN (as ``build_resnet_fpn_backbone``) with a :class:`PolarBranch` fused in."""
-    image_channels = len(cfg.MODEL.PIXEL_MEAN)
-    bottom_up = build_resnet_backbone(cfg, ShapeSpec(channels=image_channels))
+def check_resnet_config(cfg) -> None:
+    """Raise a ``ValueError`` naming the keys to change where Detectron2's ResNet would assert."""
+    r = cfg.MODEL.RESNETS
+    if r.DEPTH not in RESNET_DEPTHS:
+        raise ValueError(f"MODEL.RESNETS.DEPTH must be one of {RESNET_DEPTHS}, got {r.DEPTH}")
+    if r.DEPTH in (18, 34):
+        wrong = [
+            f"{key}: {want} (is {have})"
+            for key, want, have in (
+                ("MODEL.RESNETS.RES2_OUT_CHANNELS", 64, r.RES2_OUT_CHANNELS),
+                ("MODEL.RESNETS.NUM_GROUPS", 1, r.NUM_GROUPS),
+                ("MODEL.RESNETS.RES5_DILATION", 1, r.RES5_DILATION),
+                ("MODEL.RESNETS.DEFORM_ON_PER_STAGE", [False] * 4, list(r.DEFORM_ON_PER_STAGE)),
+            )
+            if (any(have) if isinstance(want, list) else have != want)
+        ]
+        if wrong:
+            raise ValueError(f"ResNet-{r.DEPTH} (basic blocks) needs " + "; ".join(wrong))
+
+
+def build_image_resnet(cfg) -> ResNet:
+    """Detectron2's ResNet over the image channels (``len(MODEL.PIXEL_MEAN)``), after checking depth."""
+    check_resnet_config(cfg)
+    return build_resnet_backbone(cfg, ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN)))
+
+
+def fpn_kwargs(cfg, bottom_up: ResNet, top_block: str) -> dict:
+    """Arguments of :class:`FPN` from the config; ``top_block`` is "maxpool" (p6) or "p6p7"."""
+    out_channels = cfg.MODEL.FPN.OUT_CHANNELS
+    if top_block == "p6p7":
+        top = LastLevelP6P7(bottom_up.output_shape()["res5"].channels, out_channels)
+    else:
+        top = LastLevelMaxPool()
+    return {
+        "bottom_up": bottom_up,
+        "in_features": cfg.MODEL.FPN.IN_FEATURES,
+        "out_channels": out_channels,
+        "norm": cfg.MODEL.FPN.NORM,
+        "top_block": top,
+        "fuse_type": cfg.MODEL.FPN.FUSE_TYPE,
+    }
+
+
+def _build_polar_fpn(cfg, top_block: str) -> PolarFPN:
+    levels = injected_levels(cfg)
     out_channels = cfg.MODEL.FPN.OUT_CHANNELS
     return PolarFPN(
-        polar_branch=PolarBranch(cfg, level_names=injected_levels(cfg), out_channels=out_channels),
-        image_channels=image_channels,
-        bottom_up=bottom_up,
-        in_features=cfg.MODEL.FPN.IN_FEATURES,
-        out_channels=out_channels,
-        norm=cfg.MODEL.FPN.NORM,
-        top_block=LastLevelMaxPool(),
-        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
+        polar_branch=PolarBranch(cfg, level_names=levels, out_channels=out_channels),
+        fusions={k: build_polar_fusion(cfg, channels=out_channels) for k in levels},
+        image_channels=len(cfg.MODEL.PIXEL_MEAN),
+        **fpn_kwargs(cfg, build_image_resnet(cfg), top_block),
     )
+
+
+@BACKBONE_REGISTRY.register()
+def build_polar_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> PolarFPN:
+    """ResNet + FPN (p2-p6, as ``build_resnet_fpn_backbone``) with a :class:`PolarBranch` fused in."""
+    return _build_polar_fpn(cfg, "maxpool")
+
+
+@BACKBONE_REGISTRY.register()
+def build_polar_retinanet_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> PolarFPN:
+    """ResNet + FPN with RetinaNet's P6/P7 top block (as ``build_retinanet_resnet_fpn_backbone``)
+    with a :class:`PolarBranch` fused in."""
+    return _build_polar_fpn(cfg, "p6p7")

@@ -7,13 +7,14 @@ from detectron2.config import configurable
 from detectron2.modeling import (
     META_ARCH_REGISTRY,
     GeneralizedRCNN,
+    RetinaNet,
     build_backbone,
     build_proposal_generator,
     build_roi_heads,
 )
 from detectron2.structures import ImageList
 
-from .backbone import fused_name
+from .backbone import FUSED_SUFFIX, check_inject, fused_name
 
 
 def _per_channel(values: Sequence[float], channels: int, key: str) -> torch.Tensor:
@@ -25,39 +26,111 @@ def _per_channel(values: Sequence[float], channels: int, key: str) -> torch.Tens
     return torch.tensor(values, dtype=torch.float32).view(-1, 1, 1)
 
 
-@META_ARCH_REGISTRY.register()
-class PolarRCNN(GeneralizedRCNN):
-    """:class:`GeneralizedRCNN` whose inputs may carry ``"stack"``: a (C, H, W) float tensor aligned
-    with ``"image"`` (see :class:`~polar_rcnn.data.PolarDatasetMapper`).
+def polar_inputs_config(cfg) -> dict:
+    """The constructor arguments of :class:`PolarInputsMixin` from ``MODEL.POLAR``."""
+    return {
+        "stack_mean": cfg.MODEL.POLAR.STACK_MEAN,
+        "stack_std": cfg.MODEL.POLAR.STACK_STD,
+        "modality_dropout": cfg.MODEL.POLAR.MODALITY_DROPOUT,
+    }
 
-    :meth:`preprocess_image` normalizes image and stack, appends an availability plane (0 for inputs
-    without a stack, which then get image-only features) and pads them together, so the stack is
-    padded exactly like the image. ``MODEL.POLAR.INJECT`` chooses whether the RPN, the ROI heads or
-    both read the backbone's fused levels; the other consumer reads the untouched image levels.
+
+def has_fused_levels(backbone) -> bool:
+    """Whether ``backbone`` outputs fused levels (late fusion) rather than stack-aware plain ones."""
+    return any(k.endswith(FUSED_SUFFIX) for k in backbone.output_shape())
+
+
+class PolarInputsMixin:
+    """``preprocess_image`` for meta-architectures whose inputs may carry ``"stack"``: a (C, H, W)
+    float tensor aligned with ``"image"`` (see :class:`~polar_rcnn.data.PolarDatasetMapper`).
+
+    Normalizes image and stack, appends an availability plane (0 for inputs without a stack, which
+    then get image-only features) and pads them together, so the stack is padded exactly like the
+    image. In training, ``modality_dropout`` is the probability that an input's stack is dropped
+    (drawn from torch's global RNG, so ``torch.manual_seed`` / ``SEED`` make it reproducible).
+
+    Mix in before a Detectron2 meta-architecture (``class M(PolarInputsMixin, GeneralizedRCNN)``)
+    whose backbone has ``stack_channels`` and call :meth:`_init_polar_inputs` after its ``__init__``.
+    """
+
+    def _init_polar_inputs(self, stack_mean: Sequence[float], stack_std: Sequence[float],
+                           modality_dropout: float = 0.0) -> None:
+        stack_channels = getattr(self.backbone, "stack_channels", None)
+        if stack_channels is None:
+            raise ValueError(
+                f"{type(self).__name__} needs a polar backbone (MODEL.BACKBONE.NAME: e.g. "
+                f"build_polar_resnet_fpn_backbone or build_early_fusion_resnet_fpn_backbone); "
+                f"got {type(self.backbone).__name__}"
+            )
+        if not 0.0 <= modality_dropout <= 1.0:
+            raise ValueError(f"MODEL.POLAR.MODALITY_DROPOUT must be in [0, 1], got {modality_dropout}")
+        self.stack_channels = stack_channels
+        self.modality_dropout = float(modality_dropout)
+        self.register_buffer("stack_mean", _per_channel(stack_mean, stack_channels, "MODEL.POLAR.STACK_MEAN"), False)
+        self.register_buffer("stack_std", _per_channel(stack_std, stack_channels, "MODEL.POLAR.STACK_STD"), False)
+
+    def drop_stacks(self, num_inputs: int) -> List[bool]:
+        """Which inputs lose their stack: a Bernoulli(``modality_dropout``) draw per input in
+        training; none in inference (and no RNG is used when the rate is 0)."""
+        if not self.training or self.modality_dropout <= 0.0:
+            return [False] * num_inputs
+        return (torch.rand(num_inputs) < self.modality_dropout).tolist()
+
+    def preprocess_image(self, batched_inputs: List[Dict[str, torch.Tensor]]) -> ImageList:
+        """Normalize, concatenate ``[image, stack, availability]`` per input, pad and batch."""
+        tensors = []
+        for inputs, drop in zip(batched_inputs, self.drop_stacks(len(batched_inputs))):
+            image = (inputs["image"].to(self.device) - self.pixel_mean) / self.pixel_std
+            height, width = image.shape[-2:]
+            stack = inputs.get("stack")
+            if stack is not None and tuple(stack.shape) != (self.stack_channels, height, width):
+                raise ValueError(
+                    f"{inputs.get('file_name', 'input')}: stack of shape {tuple(stack.shape)} does not "
+                    f"match its image; expected ({self.stack_channels}, {height}, {width})"
+                )
+            if stack is None or drop:
+                tensors.append(torch.cat([image, image.new_zeros((self.stack_channels + 1, height, width))]))
+                continue
+            stack = (stack.to(self.device, image.dtype) - self.stack_mean) / self.stack_std
+            tensors.append(torch.cat([image, stack, image.new_ones((1, height, width))]))
+        return ImageList.from_tensors(tensors, self.backbone.size_divisibility)
+
+
+@META_ARCH_REGISTRY.register()
+class PolarRCNN(PolarInputsMixin, GeneralizedRCNN):
+    """:class:`GeneralizedRCNN` (Faster / Mask / Keypoint R-CNN) over a polar backbone, with the
+    inputs of :class:`PolarInputsMixin`.
+
+    With a late-fusion backbone (fused levels), ``MODEL.POLAR.INJECT`` chooses whether the RPN, the
+    ROI heads (box, mask, keypoint) or both read the fused levels; the other consumer reads the
+    untouched image levels. With an early-fusion backbone every consumer reads its (stack-aware)
+    levels and INJECT does not apply.
     """
 
     @configurable
-    def __init__(self, *, stack_mean: Sequence[float], stack_std: Sequence[float], **kwargs):
+    def __init__(self, *, stack_mean: Sequence[float], stack_std: Sequence[float],
+                 modality_dropout: float = 0.0, **kwargs):
+        """
+        Args:
+            stack_mean, stack_std: per-channel stack normalization (1 value or ``stack_channels``).
+            modality_dropout: probability of dropping an input's stack in training.
+            kwargs: arguments of :class:`GeneralizedRCNN`.
+        """
         super().__init__(**kwargs)
-        if not hasattr(self.backbone, "polar_branch"):
-            raise ValueError(
-                f"{type(self).__name__} needs a polar backbone (e.g. MODEL.BACKBONE.NAME: "
-                f"build_polar_resnet_fpn_backbone); got {type(self.backbone).__name__}"
-            )
-        self.stack_channels = self.backbone.polar_branch.in_channels
-        self.register_buffer("stack_mean", _per_channel(stack_mean, self.stack_channels, "MODEL.POLAR.STACK_MEAN"), False)
-        self.register_buffer("stack_std", _per_channel(stack_std, self.stack_channels, "MODEL.POLAR.STACK_STD"), False)
+        self._init_polar_inputs(stack_mean, stack_std, modality_dropout)
 
     @classmethod
     def from_config(cls, cfg):
+        inject = check_inject(cfg)
         backbone = build_backbone(cfg)
         # the consumers chosen by MODEL.POLAR.INJECT read the fused levels; the config is not modified
         heads_cfg = cfg.clone()
         heads_cfg.defrost()
-        if cfg.MODEL.POLAR.INJECT in ("rpn", "both"):
-            heads_cfg.MODEL.RPN.IN_FEATURES = [fused_name(f) for f in cfg.MODEL.RPN.IN_FEATURES]
-        if cfg.MODEL.POLAR.INJECT in ("roi", "both"):
-            heads_cfg.MODEL.ROI_HEADS.IN_FEATURES = [fused_name(f) for f in cfg.MODEL.ROI_HEADS.IN_FEATURES]
+        if has_fused_levels(backbone):
+            if inject in ("rpn", "both"):
+                heads_cfg.MODEL.RPN.IN_FEATURES = [fused_name(f) for f in cfg.MODEL.RPN.IN_FEATURES]
+            if inject in ("roi", "both"):
+                heads_cfg.MODEL.ROI_HEADS.IN_FEATURES = [fused_name(f) for f in cfg.MODEL.ROI_HEADS.IN_FEATURES]
         return {
             "backbone": backbone,
             "proposal_generator": build_proposal_generator(heads_cfg, backbone.output_shape()),
@@ -66,25 +139,36 @@ class PolarRCNN(GeneralizedRCNN):
             "vis_period": cfg.VIS_PERIOD,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
-            "stack_mean": cfg.MODEL.POLAR.STACK_MEAN,
-            "stack_std": cfg.MODEL.POLAR.STACK_STD,
+            **polar_inputs_config(cfg),
         }
 
-    def preprocess_image(self, batched_inputs: List[Dict[str, torch.Tensor]]) -> ImageList:
-        """Normalize, concatenate ``[image, stack, availability]`` per input, pad and batch."""
-        tensors = []
-        for inputs in batched_inputs:
-            image = (inputs["image"].to(self.device) - self.pixel_mean) / self.pixel_std
-            height, width = image.shape[-2:]
-            stack = inputs.get("stack")
-            if stack is None:
-                tensors.append(torch.cat([image, image.new_zeros((self.stack_channels + 1, height, width))]))
-                continue
-            if tuple(stack.shape) != (self.stack_channels, height, width):
-                raise ValueError(
-                    f"{inputs.get('file_name', 'input')}: stack of shape {tuple(stack.shape)} does not "
-                    f"match its image; expected ({self.stack_channels}, {height}, {width})"
-                )
-            stack = (stack.to(self.device, image.dtype) - self.stack_mean) / self.stack_std
-            tensors.append(torch.cat([image, stack, image.new_ones((1, height, width))]))
-        return ImageList.from_tensors(tensors, self.backbone.size_divisibility)
+
+@META_ARCH_REGISTRY.register()
+class PolarRetinaNet(PolarInputsMixin, RetinaNet):
+    """:class:`RetinaNet` over a polar backbone (``build_polar_retinanet_resnet_fpn_backbone`` or
+    ``build_early_fusion_retinanet_resnet_fpn_backbone``), with the inputs of
+    :class:`PolarInputsMixin`. The head reads the fused levels; ``MODEL.POLAR.INJECT`` must be
+    "rpn" or "both" (there are no ROI heads).
+    """
+
+    @configurable
+    def __init__(self, *, stack_mean: Sequence[float], stack_std: Sequence[float],
+                 modality_dropout: float = 0.0, **kwargs):
+        """
+        Args:
+            stack_mean, stack_std, modality_dropout: as in :class:`PolarRCNN`.
+            kwargs: arguments of :class:`RetinaNet`.
+        """
+        super().__init__(**kwargs)
+        self._init_polar_inputs(stack_mean, stack_std, modality_dropout)
+
+    @classmethod
+    def from_config(cls, cfg):
+        check_inject(cfg)
+        ret = super().from_config(cfg)
+        # fused levels have the shapes of the plain ones, so the head and anchors built for the
+        # plain levels apply as they are; only the names the head reads change
+        if has_fused_levels(ret["backbone"]):
+            ret["head_in_features"] = [fused_name(f) for f in cfg.MODEL.RETINANET.IN_FEATURES]
+        ret.update(polar_inputs_config(cfg))
+        return ret

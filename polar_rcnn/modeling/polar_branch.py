@@ -6,15 +6,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from detectron2.config import configurable
-from detectron2.layers import Conv2d
+from detectron2.layers import Conv2d, get_norm
+
+NUM_STAGES_CHOICES = (1, 2)
 
 
 class PolarBranch(nn.Module):
-    """``conv C->hidden`` (optionally on a downsampled stack), bilinear resize to each FPN level's
-    exact size, then a per-level ``conv hidden->out``: the research notebook's design.
+    """Turns the stack into one feature map per FPN level, each of that level's exact size.
 
-    With ``zero_init`` the per-level convs start at zero, so the branch outputs zeros and a fused
-    detector starts exactly as the image-only one.
+    * two-stage (``num_stages=2``, the research notebook's design): ``conv C->hidden`` (+ optional
+      norm) + ReLU, bilinear resize to each level, then a per-level ``conv hidden->out``
+      (parameters ``pre`` and ``post.<level>``);
+    * one-stage (``num_stages=1``): ``conv C->out`` (``pre``, no activation), bilinear resize to
+      each level; no per-level conv.
+
+    The first conv runs on the stack average-pooled by ``input_stride``. With ``zero_init`` the last
+    conv (``post`` convs, or ``pre`` for one-stage) starts at zero, so the branch outputs zeros and
+    a fused detector starts exactly as the image-only one.
     """
 
     @configurable
@@ -25,26 +33,65 @@ class PolarBranch(nn.Module):
         hidden_channels: int,
         out_channels: int,
         level_names: List[str],
+        num_stages: int = 2,
         pre_kernel_size: int = 3,
         post_kernel_size: int = 3,
         input_stride: int = 1,
+        norm: str = "",
         zero_init: bool = True,
     ):
+        """
+        Args:
+            in_channels: channels of the stack.
+            hidden_channels: output channels of the first conv (two-stage only).
+            out_channels: channels of the returned features (the FPN's width).
+            level_names: FPN levels to produce features for.
+            num_stages: 2 (conv, resize, per-level conv) or 1 (conv, resize).
+            pre_kernel_size, post_kernel_size: odd kernel sizes of the first / per-level convs.
+            input_stride: the first conv runs on the stack average-pooled by this factor.
+            norm: norm after the first conv of the two-stage branch ("" for none, "GN", ...; see
+                :func:`detectron2.layers.get_norm`).
+            zero_init: start the last conv at zero.
+        """
         super().__init__()
+        if num_stages not in NUM_STAGES_CHOICES:
+            raise ValueError(f"MODEL.POLAR.NUM_STAGES must be one of {NUM_STAGES_CHOICES}, got {num_stages}")
         for name, k in (("pre_kernel_size", pre_kernel_size), ("post_kernel_size", post_kernel_size)):
-            if k % 2 != 1:
+            if k < 1 or k % 2 != 1:
                 raise ValueError(f"MODEL.POLAR.{name.upper()} must be odd to keep sizes, got {k}")
         if input_stride < 1:
             raise ValueError(f"MODEL.POLAR.INPUT_STRIDE must be >= 1, got {input_stride}")
+        if in_channels < 1 or out_channels < 1:
+            raise ValueError(f"PolarBranch needs positive channel counts, got in={in_channels}, out={out_channels}")
+        if num_stages == 2 and hidden_channels < 1:
+            raise ValueError(f"MODEL.POLAR.HIDDEN_CHANNELS must be >= 1 for NUM_STAGES 2, got {hidden_channels}")
+        if num_stages == 1 and norm:
+            raise ValueError(
+                f"MODEL.POLAR.NORM ({norm!r}) follows the hidden conv of the two-stage branch; "
+                "set MODEL.POLAR.NUM_STAGES: 2 or MODEL.POLAR.NORM: ''"
+            )
+        if norm == "GN" and hidden_channels % 32 != 0:
+            raise ValueError(
+                f"MODEL.POLAR.NORM 'GN' uses 32 groups: MODEL.POLAR.HIDDEN_CHANNELS ({hidden_channels}) "
+                "must be a multiple of 32"
+            )
         self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.num_stages = num_stages
         self.input_stride = input_stride
         self.level_names = list(level_names)
+
+        if num_stages == 1:
+            self.pre = Conv2d(in_channels, out_channels, pre_kernel_size, padding=pre_kernel_size // 2)
+            _init_last(self.pre, zero_init)
+            return
         self.pre = Conv2d(
             in_channels, hidden_channels, pre_kernel_size, padding=pre_kernel_size // 2,
-            activation=F.relu,
+            bias=not norm, norm=get_norm(norm, hidden_channels), activation=F.relu,
         )
         nn.init.kaiming_normal_(self.pre.weight, mode="fan_out", nonlinearity="relu")
-        nn.init.zeros_(self.pre.bias)
+        if self.pre.bias is not None:
+            nn.init.zeros_(self.pre.bias)
         self.post = nn.ModuleDict(
             {
                 name: Conv2d(hidden_channels, out_channels, post_kernel_size, padding=post_kernel_size // 2)
@@ -52,11 +99,7 @@ class PolarBranch(nn.Module):
             }
         )
         for conv in self.post.values():
-            if zero_init:
-                nn.init.zeros_(conv.weight)
-            else:
-                nn.init.kaiming_uniform_(conv.weight, a=1)
-            nn.init.zeros_(conv.bias)
+            _init_last(conv, zero_init)
 
     @classmethod
     def from_config(cls, cfg, level_names: List[str], out_channels: int):
@@ -65,9 +108,11 @@ class PolarBranch(nn.Module):
             "hidden_channels": cfg.MODEL.POLAR.HIDDEN_CHANNELS,
             "out_channels": out_channels,
             "level_names": level_names,
+            "num_stages": cfg.MODEL.POLAR.NUM_STAGES,
             "pre_kernel_size": cfg.MODEL.POLAR.PRE_KERNEL_SIZE,
             "post_kernel_size": cfg.MODEL.POLAR.POST_KERNEL_SIZE,
             "input_stride": cfg.MODEL.POLAR.INPUT_STRIDE,
+            "norm": cfg.MODEL.POLAR.NORM,
             "zero_init": cfg.MODEL.POLAR.ZERO_INIT,
         }
 
@@ -87,9 +132,17 @@ class PolarBranch(nn.Module):
         if self.input_stride > 1:
             stack = F.avg_pool2d(stack, self.input_stride, ceil_mode=True)
         hidden = self.pre(stack)
-        return {
-            name: self.post[name](
-                F.interpolate(hidden, size=tuple(sizes[name]), mode="bilinear", align_corners=False)
-            )
-            for name in self.level_names
-        }
+        out = {}
+        for name in self.level_names:
+            resized = F.interpolate(hidden, size=tuple(sizes[name]), mode="bilinear", align_corners=False)
+            out[name] = resized if self.num_stages == 1 else self.post[name](resized)
+        return out
+
+
+def _init_last(conv: nn.Conv2d, zero_init: bool) -> None:
+    """Initialise a conv that produces the branch's output: zeros, or Kaiming-uniform."""
+    if zero_init:
+        nn.init.zeros_(conv.weight)
+    else:
+        nn.init.kaiming_uniform_(conv.weight, a=1)
+    nn.init.zeros_(conv.bias)
