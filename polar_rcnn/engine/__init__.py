@@ -1,5 +1,19 @@
 """Training and inference: the trainer and the predictor for polar models."""
+from .checkpoint import LoadSummary, PolarCheckpointer
+from .freezing import PART_ALIASES, freeze_from_config, freeze_parameters, parameter_table, select_parameters
+from .hooks import UnfreezeHook
 from .predictor import PolarPredictor
 from .trainer import PolarTrainer
 
-__all__ = ["PolarPredictor", "PolarTrainer"]
+__all__ = [
+    "PART_ALIASES",
+    "LoadSummary",
+    "PolarCheckpointer",
+    "PolarPredictor",
+    "PolarTrainer",
+    "UnfreezeHook",
+    "freeze_from_config",
+    "freeze_parameters",
+    "parameter_table",
+    "select_parameters",
+]

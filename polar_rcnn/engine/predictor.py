@@ -4,29 +4,33 @@ from typing import Optional
 import numpy as np
 import torch
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
+from ..data import check_stack_config, register_datasets_from_config
 from ..data.mapper import StackAugInput
+from .checkpoint import PolarCheckpointer
 
 
 class PolarPredictor:
     """Like :class:`detectron2.engine.DefaultPredictor`, plus an optional stack.
 
     ``predictor(image_bgr, stack)`` with ``image_bgr`` an (H, W, 3) uint8 BGR array (as cv2 reads it)
-    and ``stack`` an (H, W, C) float array scaled like the mapper's output (see
-    :func:`polar_rcnn.data.load_stack`), or None for image-only inference.
+    and ``stack`` the (H, W, C) float array of its stack file as :func:`polar_rcnn.data.load_stack`
+    returns it (scaled, not derived: ``INPUT.STACK.DERIVED`` is applied here as in the mapper),
+    or None for image-only inference.
     """
 
     def __init__(self, cfg):
         self.cfg = cfg.clone()
+        register_datasets_from_config(self.cfg)
         self.model = build_model(self.cfg)
         self.model.eval()
         if len(cfg.DATASETS.TEST):
             self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0])
-        DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
+        PolarCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
+        self.stack_layout = check_stack_config(cfg) if cfg.INPUT.STACK.ENABLED else None
         self.aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
         self.input_format = cfg.INPUT.FORMAT
         assert self.input_format in ["RGB", "BGR"], self.input_format
@@ -46,5 +50,8 @@ class PolarPredictor:
                 "width": width,
             }
             if stack is not None:
-                inputs["stack"] = torch.as_tensor(np.ascontiguousarray(aug_input.stack.transpose(2, 0, 1)))
+                if self.stack_layout is None:
+                    raise ValueError("this model reads no stack (INPUT.STACK.ENABLED False): pass stack=None")
+                stack = self.stack_layout.derive(aug_input.stack, self.cfg.INPUT.STACK.DERIVED)
+                inputs["stack"] = torch.as_tensor(np.ascontiguousarray(stack.transpose(2, 0, 1)))
             return self.model([inputs])[0]

@@ -1,15 +1,37 @@
-"""The Detectron2 trainer for polar models: only the data loaders and the evaluator change."""
+"""The Detectron2 trainer for polar models: data loaders, evaluator, freezing and weight loading."""
 import os
+import weakref
 
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import DefaultTrainer
+from detectron2.engine import DefaultTrainer, hooks
 from detectron2.evaluation import COCOEvaluator
 
-from ..data import PolarDatasetMapper
+from ..data import BadSampleReport, PolarDatasetMapper
+from .checkpoint import PolarCheckpointer
+from .freezing import freeze_from_config
+from .hooks import UnfreezeHook
 
 
 class PolarTrainer(DefaultTrainer):
-    """:class:`DefaultTrainer` with :class:`PolarDatasetMapper` loaders and COCO evaluation."""
+    """:class:`DefaultTrainer` with :class:`PolarDatasetMapper` loaders, COCO evaluation,
+    ``MODEL.FREEZE`` (frozen parts, unfreeze schedule) and a :class:`PolarCheckpointer`."""
+
+    @classmethod
+    def build_model(cls, cfg):
+        # frozen before the optimizer and DDP are built, so frozen parameters never reach them
+        return freeze_from_config(cfg, super().build_model(cfg))
+
+    def build_hooks(self):
+        # loading logs what was and was not loaded; saving is Detectron2's
+        self.checkpointer = PolarCheckpointer(self.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        ret = super().build_hooks()
+        if self.cfg.MODEL.FREEZE.UNFREEZE_ITER > 0:
+            # before the LR scheduler: new groups exist before its step and before its state loads
+            at = next(i for i, h in enumerate(ret) if isinstance(h, hooks.LRScheduler))
+            ret.insert(at, UnfreezeHook(self.cfg))
+        if self.cfg.DATASETS.ON_BAD_SAMPLE == "skip":
+            ret.append(BadSampleReport(self.cfg.OUTPUT_DIR))  # skips counted over all loader workers
+        return ret
 
     @classmethod
     def build_train_loader(cls, cfg):

@@ -1,0 +1,144 @@
+"""Training hooks: :class:`UnfreezeHook` (``MODEL.FREEZE.UNFREEZE_ITER`` / ``UNFREEZE_PARTS``)."""
+import logging
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from detectron2.config import configurable
+from detectron2.engine import HookBase, create_ddp_model
+from detectron2.solver import get_default_optimizer_params
+
+from .freezing import parameter_table, select_unfreeze_parameters, unfreeze_parameters, unwrap
+
+logger = logging.getLogger(__name__)
+
+
+def add_param_groups(optimizer: torch.optim.Optimizer, scheduler: Optional[Any], groups: List[Dict[str, Any]]) -> None:
+    """Append ``groups`` to ``optimizer`` and their base learning rates to ``scheduler.base_lrs``
+    (Detectron2's ``LRMultiplier`` keeps one per group), so that they follow the schedule.
+
+    A group's ``"lr"`` (default: the optimizer's) is its *base* learning rate; it starts at the
+    schedule's current multiplier times that. ``scheduler.base_lrs`` that are already as long as
+    the new group count (loaded from a checkpoint) are kept.
+    """
+    multiplier = 1.0
+    if scheduler is not None and scheduler.base_lrs and scheduler.base_lrs[0]:
+        multiplier = optimizer.param_groups[0]["lr"] / scheduler.base_lrs[0]
+    for group in groups:
+        base_lr = group.get("lr", optimizer.defaults["lr"])
+        optimizer.add_param_group({**group, "lr": base_lr * multiplier, "initial_lr": base_lr})
+        if scheduler is not None and len(scheduler.base_lrs) < len(optimizer.param_groups):
+            scheduler.base_lrs.append(base_lr)
+    if scheduler is not None and len(scheduler.base_lrs) != len(optimizer.param_groups):
+        raise RuntimeError(
+            f"the LR scheduler has {len(scheduler.base_lrs)} base learning rates for "
+            f"{len(optimizer.param_groups)} optimizer param groups; was the checkpoint saved with another "
+            "MODEL.FREEZE schedule?"
+        )
+
+
+class UnfreezeHook(HookBase):
+    """Before the step of iteration ``unfreeze_iter``, let ``parts`` (frozen by ``MODEL.FREEZE.PARTS``)
+    train: ``requires_grad=True``, new optimizer param groups (with Detectron2's default per-parameter
+    hyper-parameters, as :func:`detectron2.solver.build_optimizer` would have given them) and their
+    base learning rates in the trainer's LR scheduler, so they follow the same schedule.
+
+    Resuming: the hook's state (``{"unfrozen": bool}``) is checkpointed; loading a state saved after
+    the unfreeze applies it at once, before the optimizer and scheduler states are loaded, so that
+    their param groups match. Resuming later than ``unfreeze_iter`` from a checkpoint without that
+    state also unfreezes before training starts.
+
+    DDP: DistributedDataParallel only reduces parameters that required grad when it was built, so
+    the hook re-wraps the model (on every process at the same iteration; custom DDP comm hooks are
+    not carried over).
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        unfreeze_iter: int,
+        parts: Sequence[str],
+        freeze_at: int = 0,
+        optimizer_params: Optional[Dict[str, Any]] = None,
+        ddp_kwargs: Optional[Dict[str, Any]] = None,
+    ):
+        """
+        Args:
+            unfreeze_iter: iteration (>= 1) whose step first trains ``parts``.
+            parts: aliases or patterns, see :mod:`polar_rcnn.engine.freezing`.
+            freeze_at: ``MODEL.BACKBONE.FREEZE_AT``; what it freezes stays frozen.
+            optimizer_params: keyword arguments of :func:`get_default_optimizer_params` for the new
+                groups (``base_lr``, ``weight_decay_norm``, ...); default: the optimizer's defaults.
+            ddp_kwargs: arguments of :func:`create_ddp_model` when re-wrapping a DDP model
+                (default: ``broadcast_buffers=False``, as :class:`DefaultTrainer`).
+        """
+        if unfreeze_iter < 1:
+            raise ValueError(f"MODEL.FREEZE.UNFREEZE_ITER must be >= 1, got {unfreeze_iter}")
+        if not parts:
+            raise ValueError("MODEL.FREEZE.UNFREEZE_PARTS is empty: nothing to unfreeze")
+        self.unfreeze_iter = unfreeze_iter
+        self.parts = list(parts)
+        self.freeze_at = freeze_at
+        self.optimizer_params = dict(optimizer_params or {})
+        self.ddp_kwargs = {"broadcast_buffers": False} if ddp_kwargs is None else dict(ddp_kwargs)
+        self.unfrozen = False
+
+    @classmethod
+    def from_config(cls, cfg):
+        return {
+            "unfreeze_iter": cfg.MODEL.FREEZE.UNFREEZE_ITER,
+            "parts": list(cfg.MODEL.FREEZE.UNFREEZE_PARTS),
+            "freeze_at": cfg.MODEL.BACKBONE.FREEZE_AT,
+            "optimizer_params": {  # as detectron2.solver.build_optimizer
+                "base_lr": cfg.SOLVER.BASE_LR,
+                "weight_decay_norm": cfg.SOLVER.WEIGHT_DECAY_NORM,
+                "bias_lr_factor": cfg.SOLVER.BIAS_LR_FACTOR,
+                "weight_decay_bias": cfg.SOLVER.WEIGHT_DECAY_BIAS,
+            },
+        }
+
+    def before_train(self):
+        if self.unfreeze_iter >= self.trainer.max_iter:
+            logger.warning(
+                "MODEL.FREEZE.UNFREEZE_ITER=%d >= SOLVER.MAX_ITER=%d: %s will never train",
+                self.unfreeze_iter, self.trainer.max_iter, self.parts,
+            )
+        if not self.unfrozen and self.trainer.iter > self.unfreeze_iter:
+            self.unfreeze()
+
+    def before_step(self):
+        if not self.unfrozen and self.trainer.iter == self.unfreeze_iter:
+            self.unfreeze()
+
+    def state_dict(self):
+        return {"unfrozen": self.unfrozen}
+
+    def load_state_dict(self, state_dict):
+        if state_dict.get("unfrozen", False) and not self.unfrozen:
+            self.unfreeze()
+
+    def unfreeze(self) -> None:
+        """Unfreeze now (idempotent)."""
+        if self.unfrozen:
+            return
+        trainer = self.trainer
+        model = unwrap(trainer.model)
+        names = select_unfreeze_parameters(model, self.parts, self.freeze_at)
+        params = unfreeze_parameters(model, names)
+        new = set(params)
+        groups = []
+        for group in get_default_optimizer_params(model, **self.optimizer_params):
+            mine = [p for p in group["params"] if p in new]
+            if mine:
+                groups.append({**group, "params": mine})
+        add_param_groups(trainer.optimizer, getattr(trainer, "scheduler", None), groups)
+        if isinstance(trainer.model, DistributedDataParallel):
+            trainer.model = create_ddp_model(model, **self.ddp_kwargs)
+        self.unfrozen = True
+        logger.info(
+            "Iteration %d: unfroze %s (%d tensors, %s parameters) in %d new optimizer param groups; now:\n%s",
+            trainer.iter, self.parts, len(params), f"{sum(p.numel() for p in params):,}", len(groups),
+            parameter_table(model),
+        )
