@@ -22,6 +22,7 @@ setup(
         "pycocotools>=2.0.2",
         "fvcore>=0.1.5,<0.1.6",
         "tifffile>=2021.1",
+        "polanalyser>=3.0,<4",  # Stokes parameters from polarizer-angle images
         "tqdm>=4.29",
         "matplotlib>=3.3",
     ],

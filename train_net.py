@@ -5,22 +5,28 @@
     python train_net.py --config-file CONFIG --eval-only MODEL.WEIGHTS output/model_final.pth
     python train_net.py --config-file CONFIG --num-gpus 8            # DDP (gloo on CPU)
 """
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from polar_rcnn import add_polar_config
+from polar_rcnn.data import register_datasets_from_config
+from polar_rcnn.engine import PolarCheckpointer
 from polar_rcnn.engine import PolarTrainer as Trainer
 
 
 def setup(args):
-    """Config from Detectron2's defaults + polar keys + the yaml file + command-line opts."""
+    """Config from Detectron2's defaults + polar keys + the yaml file + command-line opts;
+    registers the datasets named in DATASETS.POLAR_COCO."""
     cfg = get_cfg()
     add_polar_config(cfg)
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
     cfg.freeze()
     default_setup(cfg, args)
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="polar_rcnn")
+    register_datasets_from_config(cfg)
     return cfg
 
 
@@ -28,7 +34,7 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        PolarCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         return Trainer.test(cfg, model)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)

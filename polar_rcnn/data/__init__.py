@@ -1,14 +1,40 @@
-"""Data: stack I/O, the aligned dataset mapper, dataset registration, synthetic generator."""
-from .datasets import load_polar_coco_json, register_polar_coco_instances
-from .mapper import STACK_FILE_KEY, PolarDatasetMapper, StackAugInput
-from .stack_io import StackError, load_stack
+"""Data: stack I/O, the aligned dataset mapper, dataset registration, validation, synthetic generator.
+
+Stable API for tools: :func:`read_stack`, :func:`load_stack`, :func:`validate_record`,
+:func:`register_datasets_from_config`, the errors (:class:`DataError` and subclasses),
+:class:`PolarLayout` / :func:`derived_channels`.
+"""
+from .bad_samples import BadSampleReport, read_bad_samples
+from .datasets import load_polar_coco_json, register_datasets_from_config, register_polar_coco_instances
+from .errors import AnnotationError, DataError, DatasetError, ImageError, StackError
+from .mapper import PolarDatasetMapper, StackAugInput, apply_geometric_transforms
+from .polar_layout import PolarLayout, check_stack_config, derived_channels, polar_layout_from_config
+from .stack_io import STACK_EXTENSIONS, load_stack, read_stack, resize_stack
+from .validation import STACK_FILE_KEY, annotation_problems, validate_record
 
 __all__ = [
+    "STACK_EXTENSIONS",
     "STACK_FILE_KEY",
+    "AnnotationError",
+    "BadSampleReport",
+    "DataError",
+    "DatasetError",
+    "ImageError",
     "PolarDatasetMapper",
+    "PolarLayout",
     "StackAugInput",
     "StackError",
+    "annotation_problems",
+    "apply_geometric_transforms",
+    "check_stack_config",
+    "derived_channels",
     "load_polar_coco_json",
     "load_stack",
+    "polar_layout_from_config",
+    "read_bad_samples",
+    "read_stack",
+    "register_datasets_from_config",
     "register_polar_coco_instances",
+    "resize_stack",
+    "validate_record",
 ]

@@ -1,54 +1,111 @@
-"""Dataset mapper that loads each image's stack and keeps it aligned through every transform."""
+"""Dataset mapper that loads each image's stack and keeps it aligned through every transform.
+
+Geometric transforms (resize, crop, flip, ...) are applied to the image and the stack alike; a
+flip also mirrors the polarization angles of a polarization stack (:meth:`PolarLayout.mirror`).
+Photometric transforms change the RGB image only, unless ``INPUT.STACK.PHOTOMETRIC`` (then
+brightness gains scale the stack too). Derived inputs (``INPUT.STACK.DERIVED``) are computed
+after augmentation. Bad samples raise a :class:`~polar_rcnn.data.errors.DataError` naming the
+file, or are skipped during training (``DATASETS.ON_BAD_SAMPLE: "skip"``, see :mod:`.bad_samples`).
+"""
 import copy
 import logging
-from typing import Optional
+import os
+from typing import List, Optional
 
 import numpy as np
 import torch
-from fvcore.transforms.transform import BlendTransform, Transform, TransformList
+from fvcore.transforms.transform import BlendTransform, HFlipTransform, Transform, TransformList, VFlipTransform
 
 from detectron2.config import configurable
 from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
+from detectron2.utils import comm
 
-from .stack_io import load_stack
+from .bad_samples import ON_BAD_SAMPLE, BadSampleLog, bad_sample_log_path
+from .errors import AnnotationError, DataError, ImageError, StackError
+from .polar_layout import DERIVED_INPUTS, PolarLayout, check_stack_config
+from .stack_io import LAYOUTS, prepare_stack, read_stack
+from .validation import STACK_FILE_KEY, annotation_problems
 
 logger = logging.getLogger(__name__)
 
-STACK_FILE_KEY = "stack_file_name"
-"""Dataset-dict key holding the path of an image's stack file."""
-
-# Transforms that change pixel values, not geometry: applied to the RGB image only.
+# Transforms that change pixel values, not geometry: applied to the RGB image only by default.
 PHOTOMETRIC_TRANSFORMS = (BlendTransform, T.ColorTransform)
+MIRROR_TRANSFORMS = (HFlipTransform, VFlipTransform)
 
 
-def apply_geometric_transforms(tfm: Transform, stack: np.ndarray) -> np.ndarray:
-    """Apply the geometric parts of ``tfm`` to an (H, W, C) float stack, skipping photometric ones."""
-    transforms = tfm.transforms if isinstance(tfm, TransformList) else [tfm]
-    for t in transforms:
-        if not isinstance(t, PHOTOMETRIC_TRANSFORMS):
-            stack = t.apply_image(stack)
+def _flatten(tfm: Transform) -> List[Transform]:
+    if isinstance(tfm, TransformList):
+        return [t for sub in tfm.transforms for t in _flatten(sub)]
+    return [tfm]
+
+
+def _stack_gain(t: Transform, stack: np.ndarray) -> np.ndarray:
+    """A photometric transform applied to the stack: only intensity gains (``BlendTransform``
+    towards 0, e.g. ``RandomBrightness``) have a meaning for every channel."""
+    if isinstance(t, BlendTransform) and np.ndim(t.src_image) == 0 and float(t.src_image) == 0.0:
+        return stack * np.float32(t.dst_weight)
+    raise ValueError(f"INPUT.STACK.PHOTOMETRIC True applies brightness gains to the stack, but {t} has no stack "
+                     "equivalent (it needs RGB): remove that augmentation or set INPUT.STACK.PHOTOMETRIC False")
+
+
+def apply_geometric_transforms(tfm: Transform, stack: np.ndarray, *, polar_layout: Optional[PolarLayout] = None,
+                               photometric: bool = False) -> np.ndarray:
+    """Apply ``tfm`` (one transform or a ``TransformList``) to an (H, W, C) float stack.
+
+    Geometric transforms move the pixels like the image's; after each horizontal or vertical
+    flip ``polar_layout.mirror`` also mirrors the polarization angles. Photometric transforms
+    are skipped unless ``photometric`` (then only brightness gains are allowed).
+    """
+    for t in _flatten(tfm):
+        if isinstance(t, PHOTOMETRIC_TRANSFORMS):
+            if photometric:
+                stack = _stack_gain(t, stack)
+            continue
+        if isinstance(t, T.RotationTransform) and polar_layout is not None and polar_layout.polarization:
+            raise ValueError("a rotation also rotates polarization angles, which is not implemented: "
+                             "remove RandomRotation or set INPUT.STACK.POLARIZATION ''")
+        stack = t.apply_image(stack)
+        if isinstance(t, MIRROR_TRANSFORMS) and polar_layout is not None:
+            stack = polar_layout.mirror(stack)
     return stack
 
 
 class StackAugInput(T.AugInput):
-    """:class:`AugInput` that also carries a stack and applies every geometric transform to it."""
+    """:class:`AugInput` that also carries a stack and applies every geometric transform to it
+    (and, with a ``polar_layout``, mirrors polarization angles on flips)."""
 
-    def __init__(self, image: np.ndarray, *, stack: Optional[np.ndarray] = None, **kwargs):
+    def __init__(self, image: np.ndarray, *, stack: Optional[np.ndarray] = None,
+                 polar_layout: Optional[PolarLayout] = None, stack_photometric: bool = False, **kwargs):
         super().__init__(image, **kwargs)
         self.stack = stack
+        self.polar_layout = polar_layout
+        self.stack_photometric = stack_photometric
 
     def transform(self, tfm: Transform) -> None:
         super().transform(tfm)
         if self.stack is not None:
-            self.stack = apply_geometric_transforms(tfm, self.stack)
+            self.stack = apply_geometric_transforms(tfm, self.stack, polar_layout=self.polar_layout,
+                                                    photometric=self.stack_photometric)
+
+
+def _num_classes(cfg) -> int:
+    """The model's class count: RetinaNet's own key, else the ROI heads'."""
+    if "RetinaNet" in cfg.MODEL.META_ARCHITECTURE:
+        return cfg.MODEL.RETINANET.NUM_CLASSES
+    return cfg.MODEL.ROI_HEADS.NUM_CLASSES
+
+
+def _has_flip(augmentations) -> bool:
+    return any(isinstance(a, (T.RandomFlip, HFlipTransform, VFlipTransform)) for a in augmentations)
 
 
 class PolarDatasetMapper(DatasetMapper):
     """:class:`DatasetMapper` that also reads ``dataset_dict["stack_file_name"]`` and returns it,
     transformed exactly like the image, as ``"stack"``: a float32 (C, H, W) tensor scaled by
-    ``INPUT.STACK.SCALE`` (normalization happens in the model, like the image's).
+    ``INPUT.STACK.SCALE`` and derived per ``INPUT.STACK.DERIVED`` (normalization happens in the
+    model, like the image's). Returns None for a skipped bad training sample.
     """
 
     @configurable
@@ -60,6 +117,14 @@ class PolarDatasetMapper(DatasetMapper):
         stack_layout: str = "HWC",
         stack_scale: float = 0.0,
         stack_channels: Optional[int] = None,
+        stack_npz_key: Optional[str] = None,
+        resize_mismatched: bool = False,
+        polar_layout: Optional[PolarLayout] = None,
+        derived: str = "raw",
+        stack_photometric: bool = False,
+        num_classes: Optional[int] = None,
+        on_bad_sample: str = "raise",
+        bad_sample_log: Optional[str] = None,
         **kwargs,
     ):
         """
@@ -67,52 +132,156 @@ class PolarDatasetMapper(DatasetMapper):
             load_stacks: read the stack of each image; False gives plain RGB inputs.
             stack_layout: "HWC" or "CHW", the axis order of stack files.
             stack_scale: multiplier to float; 0 chooses by dtype.
-            stack_channels: expected channel count (checked per file), or None.
+            stack_channels: expected channel count of the files (checked per file), or None.
+            stack_npz_key: array name in ``.npz`` stacks; None = the only one.
+            resize_mismatched: resize (bilinear) stacks whose size differs from the image's,
+                instead of raising.
+            polar_layout: channel meaning, for flips and derived inputs; None = no polarization.
+            derived: "raw", "stokes" or "dolp_aolp_trig" (needs an "angles"/"stokes" layout).
+            stack_photometric: brightness gains also scale the stack.
+            num_classes: annotations must have category_id in [0, num_classes); None = unchecked.
+            on_bad_sample: "raise" or "skip" (training only: evaluation always raises).
+            bad_sample_log: JSON-lines file that skips are appended to (emptied here), or None.
             kwargs: arguments of :class:`DatasetMapper`.
         """
+        if stack_layout not in LAYOUTS:
+            raise ValueError(f"INPUT.STACK.LAYOUT must be one of {LAYOUTS}, got {stack_layout!r}")
+        if on_bad_sample not in ON_BAD_SAMPLE:
+            raise ValueError(f"DATASETS.ON_BAD_SAMPLE must be one of {ON_BAD_SAMPLE}, got {on_bad_sample!r}")
+        if derived not in DERIVED_INPUTS:
+            raise ValueError(f"INPUT.STACK.DERIVED must be one of {DERIVED_INPUTS}, got {derived!r}")
+        if not load_stacks:
+            pass  # the stack settings are unused
+        elif polar_layout is not None:
+            polar_layout.check_derived(derived)
+            if stack_channels is not None and stack_channels != polar_layout.channels:
+                raise ValueError(f"stack_channels {stack_channels} != polar_layout.channels {polar_layout.channels}")
+            if _has_flip(kwargs.get("augmentations", ())):
+                polar_layout.check_mirror()
+            if stack_photometric and polar_layout.polarization == "dolp_aolp":
+                raise ValueError("INPUT.STACK.PHOTOMETRIC True scales stack intensities, but DoLP/AoLP stacks hold "
+                                 "no intensity: set INPUT.STACK.PHOTOMETRIC False")
+        elif derived != "raw":
+            raise ValueError(f"INPUT.STACK.DERIVED {derived!r} needs a polar_layout (INPUT.STACK.POLARIZATION)")
         super().__init__(is_train, **kwargs)
         self.load_stacks = load_stacks
         self.stack_layout = stack_layout
         self.stack_scale = stack_scale
         self.stack_channels = stack_channels
+        self.stack_npz_key = stack_npz_key or None
+        self.resize_mismatched = resize_mismatched
+        self.polar_layout = polar_layout
+        self.derived = derived
+        self.stack_photometric = stack_photometric
+        self.num_classes = num_classes
+        self.on_bad_sample = on_bad_sample
+        self.skip_bad_samples = is_train and on_bad_sample == "skip"
+        self.bad_sample_log = BadSampleLog(bad_sample_log) if bad_sample_log and self.skip_bad_samples else None
+        if self.bad_sample_log is not None:
+            self.bad_sample_log.reset()
+        self.num_skipped = 0  # in this process
+        self.num_resized = 0  # in this process
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
         ret = super().from_config(cfg, is_train)
+        s = cfg.INPUT.STACK
+        layout = check_stack_config(cfg) if s.ENABLED else None
+        skip = cfg.DATASETS.ON_BAD_SAMPLE == "skip" and is_train
         ret.update(
-            load_stacks=cfg.INPUT.STACK.ENABLED,
-            stack_layout=cfg.INPUT.STACK.LAYOUT,
-            stack_scale=cfg.INPUT.STACK.SCALE,
-            stack_channels=cfg.MODEL.POLAR.IN_CHANNELS,
+            load_stacks=s.ENABLED,
+            stack_layout=s.LAYOUT,
+            stack_scale=s.SCALE,
+            stack_channels=layout.channels if layout else None,
+            stack_npz_key=s.NPZ_KEY,
+            resize_mismatched=s.RESIZE_MISMATCHED,
+            polar_layout=layout,
+            derived=s.DERIVED,
+            stack_photometric=s.PHOTOMETRIC,
+            num_classes=_num_classes(cfg),
+            on_bad_sample=cfg.DATASETS.ON_BAD_SAMPLE,
+            bad_sample_log=bad_sample_log_path(cfg.OUTPUT_DIR, comm.get_rank()) if skip else None,
         )
         return ret
 
+    # ---------------------------------------------------------------------------------- reading
+    def _read_image(self, dataset_dict) -> np.ndarray:
+        path = dataset_dict.get("file_name")
+        if not path:
+            raise ImageError(f"record image_id={dataset_dict.get('image_id')}", "dataset record has no 'file_name'",
+                             kind="record")
+        if not os.path.isfile(path):
+            raise ImageError(path, "image file not found", kind="missing")
+        try:
+            image = utils.read_image(path, format=self.image_format)
+        except Exception as e:  # PIL: UnidentifiedImageError, OSError (truncated), SyntaxError, ...
+            kind = "truncated" if "truncated" in str(e) else "unreadable"
+            raise ImageError(path, f"cannot read image ({type(e).__name__}: {e})", kind=kind) from e
+        try:
+            utils.check_image_size(dataset_dict, image)
+        except utils.SizeMismatchError as e:
+            raise ImageError(path, f"image size (H, W) {image.shape[:2]} differs from the record's "
+                                   f"({dataset_dict.get('height')}, {dataset_dict.get('width')})", kind="size") from e
+        return image
+
+    def _read_stack(self, dataset_dict, image_size) -> np.ndarray:
+        path = dataset_dict.get(STACK_FILE_KEY)
+        if not path:
+            raise StackError(dataset_dict["file_name"], f"dataset record has no '{STACK_FILE_KEY}' "
+                                                        "(no 'stack_file' in the JSON image entry?)", kind="record")
+        array = read_stack(path, self.stack_layout, self.stack_npz_key)
+        stack, resized = prepare_stack(array, path, layout=self.stack_layout, scale=self.stack_scale,
+                                       expected_channels=self.stack_channels, expected_size=image_size,
+                                       resize=self.resize_mismatched)
+        if resized:
+            self.num_resized += 1
+            n = self.num_resized
+            log = logger.info if n == 1 or n % 1000 == 0 else logger.debug
+            log("Resized stack %s from %s to its image's %s (INPUT.STACK.RESIZE_MISMATCHED); %d resized so far "
+                "in this process", path, tuple(array.shape[:2]), tuple(image_size), n)
+        return stack
+
+    def _check_annotations(self, dataset_dict) -> None:
+        problems = annotation_problems(dataset_dict, self.num_classes)
+        if problems:
+            first = problems[0]
+            more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+            raise AnnotationError(first.path, first.problem + more, kind=first.kind)
+
+    # ---------------------------------------------------------------------------------- mapping
     def __call__(self, dataset_dict):
-        if not self.load_stacks:
-            return super().__call__(dataset_dict)
+        try:
+            return self._map(dataset_dict)
+        except DataError as e:
+            if not self.skip_bad_samples:
+                raise
+            self.num_skipped += 1
+            logger.warning("Skipping bad sample (DATASETS.ON_BAD_SAMPLE 'skip'): %s", e)
+            if self.bad_sample_log is not None:
+                self.bad_sample_log.record(e)
+            return None
+
+    def _map(self, dataset_dict):
         dataset_dict = copy.deepcopy(dataset_dict)  # modified below
-        image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
-        utils.check_image_size(dataset_dict, image)
-        if STACK_FILE_KEY not in dataset_dict:
-            raise KeyError(f"{dataset_dict['file_name']}: dataset record has no '{STACK_FILE_KEY}'")
-        stack = load_stack(
-            dataset_dict[STACK_FILE_KEY],
-            layout=self.stack_layout,
-            scale=self.stack_scale,
-            expected_channels=self.stack_channels,
-            expected_size=image.shape[:2],
-        )
+        image = self._read_image(dataset_dict)
+        if self.is_train and "annotations" in dataset_dict:
+            self._check_annotations(dataset_dict)
+        stack = self._read_stack(dataset_dict, image.shape[:2]) if self.load_stacks else None
         sem_seg_gt = None
         if "sem_seg_file_name" in dataset_dict:
             sem_seg_gt = utils.read_image(dataset_dict.pop("sem_seg_file_name"), "L").squeeze(2)
 
-        aug_input = StackAugInput(image, stack=stack, sem_seg=sem_seg_gt)
+        aug_input = StackAugInput(image, stack=stack, sem_seg=sem_seg_gt, polar_layout=self.polar_layout,
+                                  stack_photometric=self.stack_photometric)
         transforms = self.augmentations(aug_input)
         image, stack, sem_seg_gt = aug_input.image, aug_input.stack, aug_input.sem_seg
 
         image_shape = image.shape[:2]  # h, w
         dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
-        dataset_dict["stack"] = torch.as_tensor(np.ascontiguousarray(stack.transpose(2, 0, 1)))
+        if stack is not None:
+            if self.polar_layout is not None:
+                stack = self.polar_layout.derive(stack, self.derived)
+            dataset_dict["stack"] = torch.as_tensor(np.ascontiguousarray(stack.transpose(2, 0, 1)))
         if sem_seg_gt is not None:
             dataset_dict["sem_seg"] = torch.as_tensor(sem_seg_gt.astype("long"))
         if self.proposal_topk is not None:

@@ -45,6 +45,8 @@ def write_sample(tmp_path, stack=None, name="sample", layout="HWC"):
 
 
 def make_mapper(is_train=True, augmentations=(), channels=C, **cfg_overrides):
+    # the pattern stack has no polarization meaning (the demo config declares "angles")
+    cfg_overrides.setdefault("INPUT__STACK__POLARIZATION", "")
     cfg = get_polar_cfg(MODEL__POLAR__IN_CHANNELS=channels, **cfg_overrides)
     return PolarDatasetMapper(cfg, is_train=is_train, augmentations=list(augmentations))
 
@@ -84,6 +86,32 @@ def test_stack_follows_geometric_transforms(tmp_path, flip):
     boxes = out["instances"].gt_boxes.tensor.numpy()
     expected = np.array([[W - 24, 6, W - 4, 22]] if flip else [[4, 6, 24, 22]], np.float32) * 1.5
     assert np.allclose(boxes, expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("random", [False, True], ids=["fixed", "random"])
+def test_stack_follows_crop_and_vflip(tmp_path, random):
+    record, _, stack = write_sample(tmp_path)
+    if random:  # random crop: the offset is read back from the stack's position channels
+        np.random.seed(1)
+        augs = [T.RandomCrop("absolute", (32, 40)), T.RandomFlip(prob=1.0, horizontal=False, vertical=True)]
+    else:
+        augs = [T.CropTransform(8, 4, 40, 32), T.VFlipTransform(32)]
+    out = make_mapper(augmentations=augs)(record)
+    image, got = out["image"].numpy().astype(np.float64), out["stack"].numpy()
+    assert image.shape == (3, 32, 40) and got.shape == (C, 32, 40)
+    x0 = int(round(got[0, 0, 0] * (W - 1)))
+    y0 = int(round(got[1, -1, 0] * (H - 1)))  # vertically flipped: the crop's top row is now the last
+    if not random:
+        assert (x0, y0) == (8, 4)
+    expected = stack[y0:y0 + 32, x0:x0 + 40][::-1].transpose(2, 0, 1)
+    np.testing.assert_array_equal(got, expected)
+    gray = image.mean(axis=0) / 255
+    assert corr(gray, got[2]) > 0.99 and corr(gray, got[2][::-1]) < 0.9
+    # the box (x 4..24, y 6..22) follows: crop offset, clipped to the crop, then the vertical flip
+    box = out["instances"].gt_boxes.tensor.numpy()[0]
+    bx0, bx1 = np.clip([4 - x0, 24 - x0], 0, 40)
+    by0, by1 = np.clip([6 - y0, 22 - y0], 0, 32)
+    np.testing.assert_allclose(box, [bx0, 32 - by1, bx1, 32 - by0], atol=1e-4)
 
 
 def test_photometric_augmentation_leaves_the_stack_alone(tmp_path):
@@ -209,8 +237,9 @@ def test_bad_stack_raises_stack_error_naming_the_file(tmp_path, corrupt):
 def test_record_without_stack_file_raises(tmp_path):
     record, _, _ = write_sample(tmp_path)
     del record[STACK_FILE_KEY]
-    with pytest.raises(KeyError, match=STACK_FILE_KEY):
+    with pytest.raises(StackError, match=STACK_FILE_KEY) as info:
         make_mapper()(record)
+    assert record["file_name"] in str(info.value) and info.value.kind == "record"
 
 
 def test_stack_disabled_gives_plain_inputs(tmp_path):

@@ -1,0 +1,86 @@
+"""Datasets registered from the config (yaml or train_net.py command line), without Python."""
+import importlib.util
+import os
+
+import pytest
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.engine import default_argument_parser
+
+from common import DEMO_CONFIG, REPO_ROOT, get_polar_cfg
+from polar_rcnn.data import STACK_FILE_KEY, register_datasets_from_config
+from polar_rcnn.data.synthetic import SyntheticConfig, generate_split
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("registration"))
+    cfg = SyntheticConfig(image_size=(32, 40), num_bands=1, num_videos=1, frames_per_video=2, object_size=(8, 12))
+    json_file = generate_split(root, "train", cfg, progress=False)
+    return [json_file, os.path.join(root, "train", "images"), os.path.join(root, "train", "stacks")]
+
+
+def _forget(*names):
+    for name in names:
+        if name in DatasetCatalog.list():
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+
+
+def test_register_from_config(split):
+    _forget("_reg_a")
+    cfg = get_polar_cfg()
+    cfg.DATASETS.POLAR_COCO = [["_reg_a"] + split]
+    cfg.DATASETS.TRAIN = ("_reg_a",)
+    assert register_datasets_from_config(cfg) == ["_reg_a"]
+    records = DatasetCatalog.get("_reg_a")
+    assert len(records) == 2
+    assert records[0][STACK_FILE_KEY] == os.path.join(split[2], "v000_f0000.npy")
+    assert os.path.isfile(records[0][STACK_FILE_KEY])
+    assert records[1]["video_id"] == 0 and records[1]["frame_id"] == 1
+    meta = MetadataCatalog.get("_reg_a")
+    assert meta.thing_classes == ["glass", "plastic", "metal"] and meta.stack_root == split[2]
+
+    assert register_datasets_from_config(cfg) == ["_reg_a"]  # again, same paths: a no-op
+    cfg.DATASETS.POLAR_COCO = [["_reg_a", split[0], split[1], "/other/stacks"]]
+    with pytest.raises(ValueError, match="'_reg_a' is already registered"):
+        register_datasets_from_config(cfg)
+
+
+@pytest.mark.parametrize("entry", [["x", "a.json", "img"], "x:a.json:img:stk", ["x", "a.json", "img", 3]])
+def test_malformed_entry(entry):
+    cfg = get_polar_cfg()
+    cfg.DATASETS.POLAR_COCO = [entry]
+    with pytest.raises(ValueError, match=r"DATASETS.POLAR_COCO\[0\].*\[name, json_file, image_root, stack_root\]"):
+        register_datasets_from_config(cfg)
+
+
+def test_unknown_dataset_name_says_how_to_register():
+    cfg = get_polar_cfg()
+    cfg.DATASETS.TEST = ("_reg_nowhere",)
+    with pytest.raises(ValueError, match=r"DATASETS.TEST names '_reg_nowhere'.*DATASETS.POLAR_COCO"):
+        register_datasets_from_config(cfg)
+
+
+def test_builtin_names_are_registered():
+    register_datasets_from_config(get_polar_cfg())  # the demo config trains on polar_synth_*
+    assert {"polar_synth_train", "polar_synth_val"} <= set(DatasetCatalog.list())
+
+
+def test_train_net_setup_registers_from_the_command_line(split, tmp_path, monkeypatch):
+    _forget("_reg_cli")
+    spec = importlib.util.spec_from_file_location("train_net_under_test", os.path.join(REPO_ROOT, "train_net.py"))
+    train_net = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_net)
+    monkeypatch.setattr(train_net, "default_setup", lambda cfg, args: None)  # no global logging/seeding here
+    entry = "[" + ", ".join(repr(v) for v in ["_reg_cli"] + split) + "]"
+    args = default_argument_parser().parse_args([
+        "--config-file", DEMO_CONFIG,
+        "DATASETS.POLAR_COCO", f"[{entry}]",
+        "DATASETS.TRAIN", "('_reg_cli',)", "DATASETS.TEST", "('_reg_cli',)",
+        "OUTPUT_DIR", str(tmp_path),
+    ])
+    cfg = train_net.setup(args)
+    assert cfg.DATASETS.TRAIN == ("_reg_cli",)
+    assert len(DatasetCatalog.get("_reg_cli")) == 2
+    assert MetadataCatalog.get("_reg_cli").json_file == split[0]
