@@ -22,6 +22,7 @@ from detectron2.utils.logger import setup_logger
 
 from polar_rcnn import add_polar_config
 from polar_rcnn.data import load_stack
+from polar_rcnn.data.polar_layout import raw_stack_channels
 from polar_rcnn.engine import PolarPredictor
 from polar_rcnn.utils.visualization import detection_panel
 
@@ -45,7 +46,8 @@ def write_pictures(cfg, out_dir, num_images):
         image_bgr = cv2.imread(record["file_name"], cv2.IMREAD_COLOR)
         stack = load_stack(
             record["stack_file_name"], layout=cfg.INPUT.STACK.LAYOUT, scale=cfg.INPUT.STACK.SCALE,
-            expected_channels=cfg.MODEL.POLAR.IN_CHANNELS, expected_size=image_bgr.shape[:2],
+            expected_channels=raw_stack_channels(cfg), expected_size=image_bgr.shape[:2],
+            npz_key=cfg.INPUT.STACK.NPZ_KEY or None, resize=cfg.INPUT.STACK.RESIZE_MISMATCHED,
         )
         instances = predictor(image_bgr, stack)["instances"]
         panel = detection_panel(image_bgr[:, :, ::-1], stack, instances, record["annotations"], metadata)

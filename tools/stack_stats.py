@@ -1,0 +1,193 @@
+#!/usr/bin/env python
+"""Per-channel mean and std of the stacks of registered datasets, as config lines to paste.
+
+    .venv/bin/python tools/stack_stats.py --config-file configs/faster_rcnn_R_18_FPN_demo_polar_synth.yaml
+    .venv/bin/python tools/stack_stats.py --dataset polar_synth_train --max-images 500 --output stack_stats.yaml
+
+Datasets: every --dataset NAME, else the config's DATASETS.TRAIN. Each stack is read and converted
+exactly like the mapper does (INPUT.STACK.LAYOUT / NPZ_KEY, scaled to float by INPUT.STACK.SCALE or
+by dtype, then INPUT.STACK.DERIVED), so the numbers are what MODEL.POLAR.STACK_MEAN / STACK_STD
+normalise in the model. Streaming: one stack at a time, per-image float64 means and squared
+deviations merged with Chan et al.'s parallel formula (every pixel weighs the same; population
+std, like numpy's default). Prints the result as yaml and as train_net.py command-line opts;
+--output also writes the yaml (merge it with --config-file FILE or cfg.merge_from_file).
+"""
+import argparse
+import logging
+import multiprocessing
+import sys
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+from tqdm import tqdm
+
+from detectron2.data import DatasetCatalog
+from detectron2.utils.logger import setup_logger
+
+from polar_rcnn.utils.cli import HelpFormatter, setup_cfg
+from polar_rcnn.data import STACK_FILE_KEY, DataError, load_stack
+from polar_rcnn.data.polar_layout import check_stack_config
+
+logger = logging.getLogger("polar_rcnn.tools.stack_stats")
+
+
+class ChannelStats:
+    """Running per-channel pixel count, mean and sum of squared deviations (float64)."""
+
+    def __init__(self):
+        self.count = 0
+        self.mean: Optional[np.ndarray] = None
+        self.m2: Optional[np.ndarray] = None
+
+    @staticmethod
+    def of(stack: np.ndarray) -> Tuple[int, np.ndarray, np.ndarray]:
+        """(count, mean, M2) of one (H, W, C) stack."""
+        x = stack.reshape(-1, stack.shape[-1])
+        mean = x.mean(axis=0, dtype=np.float64)
+        m2 = np.square(x - mean).sum(axis=0)  # float64: x is promoted
+        return x.shape[0], mean, m2
+
+    def merge(self, count: int, mean: np.ndarray, m2: np.ndarray, source: str = "") -> None:
+        """Add a batch's statistics (Chan, Golub, LeVeque 1979)."""
+        if count == 0:
+            return
+        if self.mean is None:
+            self.count, self.mean, self.m2 = count, mean.copy(), m2.copy()
+            return
+        if mean.shape != self.mean.shape:
+            raise ValueError(f"{source}: {mean.shape[0]} channels, the stacks before it had {self.mean.shape[0]}")
+        total = self.count + count
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (count / total)
+        self.m2 = self.m2 + m2 + delta * delta * (self.count * count / total)
+        self.count = total
+
+    @property
+    def std(self) -> np.ndarray:
+        return np.sqrt(self.m2 / self.count)
+
+
+class _StackStats:
+    """Picklable: (count, mean, M2) of one record's stack read like the mapper."""
+
+    def __init__(self, cfg):
+        s = cfg.INPUT.STACK
+        self.layout, self.scale, self.npz_key, self.derived = s.LAYOUT, s.SCALE, s.NPZ_KEY or None, s.DERIVED
+        self.polar_layout = check_stack_config(cfg)
+
+    def __call__(self, record: Dict):
+        path = record.get(STACK_FILE_KEY)
+        if not path:
+            raise DataError(record.get("file_name", "?"), f"dataset record has no '{STACK_FILE_KEY}'")
+        stack = load_stack(path, layout=self.layout, scale=self.scale, npz_key=self.npz_key,
+                           expected_channels=self.polar_layout.channels)
+        return (path,) + ChannelStats.of(self.polar_layout.derive(stack, self.derived))
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--config-file", default="", metavar="FILE",
+                   help="config yaml (default: Detectron2 + polar-rcnn defaults)")
+    p.add_argument("--dataset", action="append", default=[], metavar="NAME",
+                   help="registered dataset (repeatable); default: DATASETS.TRAIN")
+    p.add_argument("--max-images", type=int, default=0, metavar="N",
+                   help="use a seeded random sample of N images over all datasets (0: all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --max-images sample")
+    p.add_argument("--workers", type=int, default=0, help="worker processes reading stacks (0: in this process)")
+    p.add_argument("--decimals", type=int, default=6, help="decimals printed")
+    p.add_argument("--output", default="", metavar="FILE.yaml", help="also write the yaml lines to this file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("opts", nargs=argparse.REMAINDER, default=[],
+                   help="config overrides as trailing KEY VALUE pairs, as in train_net.py")
+    args = p.parse_args(argv)
+    if args.max_images < 0 or args.workers < 0 or args.decimals < 1:
+        p.error("--max-images >= 0, --workers >= 0 and --decimals >= 1 required")
+    return args
+
+
+def _number(value: float, decimals: int) -> str:
+    text = f"{value:.{decimals}f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
+
+
+def config_lines(mean: Sequence[float], std: Sequence[float], decimals: int = 6) -> Tuple[str, str]:
+    """(yaml text, command-line opts) setting MODEL.POLAR.STACK_MEAN / STACK_STD."""
+    m = "[" + ", ".join(_number(v, decimals) for v in mean) + "]"
+    s = "[" + ", ".join(_number(v, decimals) for v in std) + "]"
+    yaml = f"MODEL:\n  POLAR:\n    STACK_MEAN: {m}\n    STACK_STD: {s}\n"
+    return yaml, f'MODEL.POLAR.STACK_MEAN "{m}" MODEL.POLAR.STACK_STD "{s}"'
+
+
+def compute(records: List[Dict], cfg, workers: int = 0, progress: bool = True) -> ChannelStats:
+    """Streaming per-channel statistics of the stacks of ``records``."""
+    stats = ChannelStats()
+    fn = _StackStats(cfg)
+    bar = tqdm(total=len(records), desc="stacks", unit="img", disable=not progress, file=sys.stderr)
+    if workers > 0 and len(records) > 1:
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+        with multiprocessing.get_context(method).Pool(workers) as pool:
+            for path, *values in pool.imap(fn, records, chunksize=4):
+                stats.merge(*values, source=path)
+                bar.update()
+    else:
+        for record in records:
+            path, *values = fn(record)
+            stats.merge(*values, source=path)
+            bar.update()
+    bar.close()
+    return stats
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    setup_logger(name="polar_rcnn", abbrev_name="polar")
+    setup_logger(name="detectron2", abbrev_name="d2")
+    try:
+        cfg = setup_cfg(args.config_file, args.opts)
+        check_stack_config(cfg)
+    except (ValueError, KeyError, AssertionError) as e:  # yacs asserts on unknown keys
+        print(f"Config error: {e}", file=sys.stderr)
+        return 2
+    names = list(dict.fromkeys(args.dataset or cfg.DATASETS.TRAIN))
+    if not names:
+        print("No datasets: give --dataset NAME or a --config-file with DATASETS.TRAIN.", file=sys.stderr)
+        return 2
+    unknown = [n for n in names if n not in DatasetCatalog.list()]
+    if unknown:
+        print(f"Not registered: {unknown}. Registered datasets: {sorted(DatasetCatalog.list())}", file=sys.stderr)
+        return 2
+    try:
+        records = [r for name in names for r in DatasetCatalog.get(name)]
+        if args.max_images and len(records) > args.max_images:
+            keep = np.sort(np.random.default_rng(args.seed).choice(len(records), args.max_images, replace=False))
+            records = [records[i] for i in keep]
+        if not records:
+            print(f"No images in {names}.", file=sys.stderr)
+            return 2
+        stats = compute(records, cfg, args.workers, not args.no_progress)
+    except DataError as e:
+        print(f"Error: {e}\nRun tools/check_dataset.py to list every problem of the dataset.", file=sys.stderr)
+        return 2
+
+    std = stats.std
+    flat = np.flatnonzero(np.round(std, args.decimals) == 0).tolist()
+    if flat:
+        logger.warning("Channels %s are constant (std 0): their STACK_STD is set to 1.0", flat)
+        std = np.where(np.round(std, args.decimals) == 0, 1.0, std)
+    yaml, opts = config_lines(stats.mean, std, args.decimals)
+    s = cfg.INPUT.STACK
+    print(f"# Per-channel statistics of {len(records)} stacks of {', '.join(names)} ({stats.count} pixels each "
+          f"channel), after INPUT.STACK.SCALE {s.SCALE:g} (0: by dtype) and INPUT.STACK.DERIVED {s.DERIVED!r}.")
+    print("# yaml, for your config file:")
+    print(yaml, end="")
+    print("# or as train_net.py command-line opts:")
+    print(opts)
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(yaml)
+        logger.info("Wrote %s", args.output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
