@@ -10,16 +10,26 @@ def add_polar_config(cfg: CN) -> None:
     _C.MODEL.POLAR = CN()
     # Channels of the extra stack (e.g. 6 bands x 4 polarizer angles = 24).
     _C.MODEL.POLAR.IN_CHANNELS = 24
-    # Channels after the first conv (the notebook's "conv 24->96").
+    # Branch shape: 2 = conv C->HIDDEN, resize to each FPN level, per-level conv HIDDEN->FPN width
+    # (the notebook's design); 1 = conv C->FPN width, resize to each level (no per-level conv).
+    _C.MODEL.POLAR.NUM_STAGES = 2
+    # Channels after the first conv (the notebook's "conv 24->96"); used when NUM_STAGES is 2.
     _C.MODEL.POLAR.HIDDEN_CHANNELS = 96
+    # Norm after the first conv of the two-stage branch: "" (none), "GN", "BN", ... (get_norm names).
+    _C.MODEL.POLAR.NORM = ""
     # Kernel size of the first conv (stack -> hidden).
     _C.MODEL.POLAR.PRE_KERNEL_SIZE = 3
     # Kernel size of the per-level convs (hidden -> FPN channels).
     _C.MODEL.POLAR.POST_KERNEL_SIZE = 3
     # Stride at which the first conv runs: 1 = full input resolution, 4 = a quarter (avg-pooled).
     _C.MODEL.POLAR.INPUT_STRIDE = 1
-    # Zero-initialise the per-level convs, so the untrained branch leaves the detector unchanged.
+    # Zero-initialise the branch's last conv, so the untrained branch leaves the detector unchanged.
     _C.MODEL.POLAR.ZERO_INIT = True
+    # Per-level fusion of image and polar features: "add", "concat" (1x1 conv), "gate" (spatial
+    # sigmoid gate on the polar features) or "channel_attention" (SE-style channel gate).
+    _C.MODEL.POLAR.FUSION = "add"
+    # Squeeze ratio of "channel_attention": hidden width = 2 * FPN width / FUSION_REDUCTION.
+    _C.MODEL.POLAR.FUSION_REDUCTION = 16
     # Which features get the polar features added: "rpn", "roi" or "both"; the other consumer
     # keeps the image backbone's features untouched.
     _C.MODEL.POLAR.INJECT = "rpn"
@@ -27,12 +37,53 @@ def add_polar_config(cfg: CN) -> None:
     # (after INPUT.STACK scaling to float). One value broadcasts to every channel.
     _C.MODEL.POLAR.STACK_MEAN = [0.0]
     _C.MODEL.POLAR.STACK_STD = [1.0]
+    # Probability that a training image's whole stack is dropped (treated as missing); 0 = never.
+    _C.MODEL.POLAR.MODALITY_DROPOUT = 0.0
+
+    # ---------------------------------------------------------------- freezing (polar_rcnn/engine/freezing.py)
+    _C.MODEL.FREEZE = CN()
+    # Parts frozen when the model is built (before the optimizer and DDP): aliases "image_bottom_up",
+    # "fpn", "polar_branch", "rpn", "box_head", "box_predictor", "mask_head", "retinanet_head",
+    # globs over parameter/module names ("roi_heads.box_head.fc1*") or "re:<regex>".
+    # MODEL.BACKBONE.FREEZE_AT still applies on top.
+    _C.MODEL.FREEZE.PARTS = []
+    # Iteration at which MODEL.FREEZE.UNFREEZE_PARTS start training (before its step); 0 = never.
+    _C.MODEL.FREEZE.UNFREEZE_ITER = 0
+    # Parts frozen by MODEL.FREEZE.PARTS to train from UNFREEZE_ITER on (same names as PARTS).
+    _C.MODEL.FREEZE.UNFREEZE_PARTS = []
 
     # ---------------------------------------------------------------- loading the stack
     _C.INPUT.STACK = CN()
     # Load each image's stack (dataset key "stack_file_name"); False for RGB-only baselines.
     _C.INPUT.STACK.ENABLED = True
-    # Axis order of the array on disk: "HWC" (channel-last) or "CHW" (channel-first).
+    # Axis order of the array on disk: "HWC" (channel-last; .npy, multi-channel TIFF) or "CHW"
+    # (channel-first; multi-page TIFF, one page per channel).
     _C.INPUT.STACK.LAYOUT = "HWC"
     # Multiplier to float; 0 = by dtype (1/255 for uint8, 1/65535 for uint16, 1 for floats).
     _C.INPUT.STACK.SCALE = 0.0
+    # Name of the array inside .npz stack files; "" = the file's only array.
+    _C.INPUT.STACK.NPZ_KEY = ""
+    # Channels of the stack files; 0 = MODEL.POLAR.IN_CHANNELS (set it when DERIVED is not "raw").
+    _C.INPUT.STACK.CHANNELS = 0
+    # A stack whose H, W differ from its image's: True = resize it to the image (bilinear, counted
+    # in the log), False = error.
+    _C.INPUT.STACK.RESIZE_MISMATCHED = False
+    # Meaning of the channels, band-major: "" (none: flips leave values alone), "angles" (one
+    # image per INPUT.STACK.ANGLES polarizer angle per band), "stokes" (S0, S1, S2 per band) or
+    # "dolp_aolp" (DoLP, AoLP in radians per band). Flips then mirror the angles (AoLP -> pi - AoLP).
+    _C.INPUT.STACK.POLARIZATION = ""
+    # Polarizer angles in degrees, in channel order within a band (POLARIZATION "angles").
+    _C.INPUT.STACK.ANGLES = [0.0, 45.0, 90.0, 135.0]
+    # Model input computed per band from "angles"/"stokes" stacks: "raw" (as stored), "stokes"
+    # (S0, S1, S2) or "dolp_aolp_trig" (DoLP, cos 2AoLP, sin 2AoLP); sets MODEL.POLAR.IN_CHANNELS.
+    _C.INPUT.STACK.DERIVED = "raw"
+    # Photometric augmentations (brightness gains) also scale the stack; False = RGB only.
+    _C.INPUT.STACK.PHOTOMETRIC = False
+
+    # ---------------------------------------------------------------- datasets without code
+    # COCO-instances datasets with stacks, registered by register_datasets_from_config(cfg):
+    # a list of [name, json_file, image_root, stack_root]; refer to the names in DATASETS.TRAIN/TEST.
+    _C.DATASETS.POLAR_COCO = []
+    # A bad training sample (unreadable/missing file, wrong shape, NaN, bad box or category):
+    # "raise" an error naming the file, or "skip" it (logged, counted, reported after training).
+    _C.DATASETS.ON_BAD_SAMPLE = "raise"

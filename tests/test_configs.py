@@ -11,7 +11,8 @@ from detectron2.modeling import build_model
 
 from common import CONFIG_DIR
 from polar_rcnn import add_polar_config
-from polar_rcnn.modeling import PolarBranch, PolarFPN, PolarRCNN
+from detectron2.modeling import GeneralizedRCNN
+from polar_rcnn.modeling import PolarBranch, PolarFPN, PolarRCNN, PolarRetinaNet
 
 CONFIG_FILES = sorted(glob.glob(os.path.join(CONFIG_DIR, "*.yaml")))
 R50_AS_IS = "faster_rcnn_R_50_FPN_1x_polar_synth.yaml"
@@ -40,10 +41,15 @@ def test_config_builds_and_runs(path):
         cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
     torch.manual_seed(0)
     model = build_model(cfg)
-    assert isinstance(model, PolarRCNN)
-    assert isinstance(model.backbone, PolarFPN)
-    assert isinstance(model.backbone.polar_branch, PolarBranch)
-    assert model.stack_channels == cfg.MODEL.POLAR.IN_CHANNELS
+    is_polar = cfg.MODEL.META_ARCHITECTURE in ("PolarRCNN", "PolarRetinaNet")
+    expected_arch = {"PolarRCNN": PolarRCNN, "PolarRetinaNet": PolarRetinaNet, "GeneralizedRCNN": GeneralizedRCNN}
+    assert type(model) is expected_arch[cfg.MODEL.META_ARCHITECTURE]
+    if is_polar:
+        assert model.stack_channels == cfg.MODEL.POLAR.IN_CHANNELS
+    if isinstance(model.backbone, PolarFPN):
+        assert isinstance(model.backbone.polar_branch, PolarBranch)
+    else:  # RGB-only baselines read no stack at all
+        assert is_polar or not cfg.INPUT.STACK.ENABLED
     if name == R50_AS_IS:
         assert cfg.MODEL.RESNETS.DEPTH == 50
         assert len(model.backbone.bottom_up.res4) == 6  # R50: 3-4-6-3 blocks
@@ -52,8 +58,9 @@ def test_config_builds_and_runs(path):
 
     # the built model runs on an input with a stack of the configured channel count
     g = torch.Generator().manual_seed(0)
-    inputs = [{"image": torch.rand(3, 64, 80, generator=g) * 255,
-               "stack": torch.rand(cfg.MODEL.POLAR.IN_CHANNELS, 64, 80, generator=g)}]
+    inputs = [{"image": torch.rand(3, 64, 80, generator=g) * 255}]
+    if is_polar:
+        inputs[0]["stack"] = torch.rand(cfg.MODEL.POLAR.IN_CHANNELS, 64, 80, generator=g)
     model.eval()
     with torch.no_grad():
         (out,) = model(inputs)
@@ -77,10 +84,26 @@ def test_add_polar_config_changes_no_detectron2_default():
     other.merge_from_file(os.path.join(CONFIG_DIR, "faster_rcnn_R_18_FPN_demo_polar_synth.yaml"))
     # the global defaults are untouched
     assert get_cfg().dump() == before
-    # and on the cfg it was called on, only the two new sections differ from the defaults
-    fresh = get_cfg()
-    extended = get_cfg()
-    add_polar_config(extended)
-    del extended.MODEL["POLAR"]
-    del extended.INPUT["STACK"]
-    assert extended.dump() == fresh.dump()
+    # and on the cfg it was called on, every Detectron2 key keeps its default; new keys are ours
+    fresh, extended = _flatten(get_cfg()), _flatten(_with_polar_config())
+    assert {k: extended[k] for k in fresh} == fresh
+    assert all(k.startswith(POLAR_SECTIONS) for k in set(extended) - set(fresh)), set(extended) - set(fresh)
+
+
+POLAR_SECTIONS = ("MODEL.POLAR.", "MODEL.FREEZE.", "INPUT.STACK.", "DATASETS.POLAR_COCO", "DATASETS.ON_BAD_SAMPLE")
+
+
+def _with_polar_config():
+    cfg = get_cfg()
+    add_polar_config(cfg)
+    return cfg
+
+
+def _flatten(node, prefix=""):
+    out = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

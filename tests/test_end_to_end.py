@@ -72,7 +72,7 @@ def test_train_checkpoint_and_coco_eval(tiny_dataset, tmp_path):
     assert detections.is_file()
 
 
-def test_train_net_cli_resume_and_eval_only(tiny_dataset, tmp_path):
+def test_train_net_cli_ddp_resume_and_eval_only(tiny_dataset, tmp_path):
     root, names = tiny_dataset
     # the CLI registers datasets itself: point the built-in polar_synth_* names at the tiny data
     os.symlink(root, tmp_path / "polar_synth")
@@ -88,9 +88,10 @@ def test_train_net_cli_resume_and_eval_only(tiny_dataset, tmp_path):
     ]
     cmd = [sys.executable, os.path.join(REPO_ROOT, "train_net.py"), "--config-file",
            os.path.join(REPO_ROOT, "configs", "faster_rcnn_R_18_FPN_demo_polar_synth.yaml")]
-    subprocess.run(cmd + opts + ["SOLVER.MAX_ITER", "2", "SOLVER.CHECKPOINT_PERIOD", "1"],
+    # two CPU processes through Detectron2's launch (DDP over gloo), one image each
+    subprocess.run(cmd + ["--num-gpus", "2"] + opts + ["SOLVER.MAX_ITER", "2", "SOLVER.CHECKPOINT_PERIOD", "1"],
                    check=True, env=env, cwd=tmp_path)
-    # --resume continues from the last checkpoint (iteration 2) up to the new MAX_ITER
+    # --resume (single process) continues from the DDP run's last checkpoint up to the new MAX_ITER
     out = subprocess.run(cmd + ["--resume"] + opts + ["SOLVER.MAX_ITER", "3"], check=True, env=env,
                          cwd=tmp_path, capture_output=True, text=True)
     assert "Starting training from iteration 2" in out.stdout + out.stderr
