@@ -41,6 +41,12 @@ def get_polar_cfg(**overrides):
     cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 32
     cfg.MODEL.POLAR.IN_CHANNELS = TEST_STACK_CHANNELS
     cfg.MODEL.POLAR.HIDDEN_CHANNELS = 16
+    # the demo's from-scratch choices back to the library defaults: zero-init branch, raw stacks
+    cfg.MODEL.POLAR.ZERO_INIT = True
+    cfg.MODEL.POLAR.STACK_MEAN = [0.0]
+    cfg.MODEL.POLAR.STACK_STD = [1.0]
+    cfg.INPUT.STACK.CHANNELS = 0
+    cfg.INPUT.STACK.DERIVED = "raw"
     cfg.INPUT.MIN_SIZE_TRAIN = (96,)
     cfg.INPUT.MAX_SIZE_TRAIN = 160
     cfg.INPUT.MIN_SIZE_TEST = 96

@@ -78,7 +78,9 @@ def test_train_net_cli_ddp_resume_and_eval_only(tiny_dataset, tmp_path):
     os.symlink(root, tmp_path / "polar_synth")
     env = dict(os.environ, POLAR_RCNN_DATASETS=str(tmp_path))
     opts = [
-        "MODEL.POLAR.IN_CHANNELS", str(4 * NUM_BANDS), "MODEL.RESNETS.DEPTH", "18",
+        # the demo config's derived inputs: DoLP, cos 2 AoLP, sin 2 AoLP per band
+        "INPUT.STACK.CHANNELS", str(4 * NUM_BANDS), "MODEL.POLAR.IN_CHANNELS", str(3 * NUM_BANDS),
+        "MODEL.POLAR.STACK_MEAN", "[0.0]", "MODEL.POLAR.STACK_STD", "[1.0]", "MODEL.RESNETS.DEPTH", "18",
         "MODEL.FPN.OUT_CHANNELS", "64", "MODEL.ROI_BOX_HEAD.FC_DIM", "64",
         "MODEL.POLAR.HIDDEN_CHANNELS", "8", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
         "MODEL.RPN.POST_NMS_TOPK_TRAIN", "64", "MODEL.RPN.POST_NMS_TOPK_TEST", "64",

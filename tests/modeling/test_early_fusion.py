@@ -88,9 +88,8 @@ def test_wrong_input_channels_raise():
 
 def test_shipped_config_builds_and_runs():
     cfg = get_polar_cfg()
-    cfg.merge_from_file(CONFIG)
-    cfg.MODEL.POLAR.IN_CHANNELS = TEST_STACK_CHANNELS
+    cfg.merge_from_file(CONFIG)  # its own stack channels and normalization
     model = build(cfg=cfg)
     assert isinstance(model.backbone, EarlyFusionFPN)
-    losses = train_losses(model, random_inputs(1, (64, 96), seed=5))
+    losses = train_losses(model, random_inputs(1, (64, 96), channels=cfg.MODEL.POLAR.IN_CHANNELS, seed=5))
     assert "loss_rpn_cls" in losses

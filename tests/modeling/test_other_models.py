@@ -83,12 +83,11 @@ def test_retinanet_rejects_roi_injection():
 def test_shipped_retinanet_config_builds_and_runs():
     cfg = get_polar_cfg()
     cfg.merge_from_file(os.path.join(CONFIG_DIR, "retinanet_R_18_FPN_demo_polar_synth.yaml"))
-    cfg.MODEL.POLAR.IN_CHANNELS = TEST_STACK_CHANNELS
     model = build(cfg=cfg)
     assert isinstance(model, PolarRetinaNet)
     model.eval()
     with torch.no_grad():
-        (out,) = model(random_inputs(1, (64, 96), with_instances=False))
+        (out,) = model(random_inputs(1, (64, 96), channels=cfg.MODEL.POLAR.IN_CHANNELS, with_instances=False))
     assert out["instances"].image_size == (64, 96)
 
 
