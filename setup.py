@@ -25,6 +25,7 @@ setup(
         "polanalyser>=3.0,<4",  # Stokes parameters from polarizer-angle images
         "tqdm>=4.29",
         "matplotlib>=3.3",
+        "optuna>=3.0,<6",  # tools/tune.py: hyperparameter search with SQLite studies
     ],
     extras_require={"test": ["pytest>=7"]},
 )

@@ -87,3 +87,17 @@ def add_polar_config(cfg: CN) -> None:
     # A bad training sample (unreadable/missing file, wrong shape, NaN, bad box or category):
     # "raise" an error naming the file, or "skip" it (logged, counted, reported after training).
     _C.DATASETS.ON_BAD_SAMPLE = "raise"
+
+    # ---------------------------------------------------------------- losses and evaluation
+    # Multipliers of the four detection losses (polar_rcnn/modeling/loss_weights.py), applied by
+    # PolarTrainer.build_model to any meta-architecture, on top of Detectron2's MODEL.RPN.LOSS_WEIGHT etc.
+    _C.MODEL.LOSS_WEIGHTS = CN()
+    _C.MODEL.LOSS_WEIGHTS.RPN_CLS = 1.0  # loss_rpn_cls: RPN objectness
+    _C.MODEL.LOSS_WEIGHTS.RPN_LOC = 1.0  # loss_rpn_loc: RPN box regression
+    _C.MODEL.LOSS_WEIGHTS.ROI_CLS = 1.0  # loss_cls*: box classification (ROI heads; RetinaNet head)
+    _C.MODEL.LOSS_WEIGHTS.ROI_LOC = 1.0  # loss_box_reg*: box regression (ROI heads; RetinaNet head)
+    # Keep OUTPUT_DIR/model_best.pth for the best value of this evaluation metric (e.g. "bbox/AP50"),
+    # checked after every evaluation (TEST.EVAL_PERIOD and the end of training); "" = off.
+    _C.TEST.BEST_CHECKPOINT_METRIC = ""
+    # "max" (AP, AR) or "min" (a loss) for TEST.BEST_CHECKPOINT_METRIC.
+    _C.TEST.BEST_CHECKPOINT_MODE = "max"

@@ -90,7 +90,8 @@ def test_add_polar_config_changes_no_detectron2_default():
     assert all(k.startswith(POLAR_SECTIONS) for k in set(extended) - set(fresh)), set(extended) - set(fresh)
 
 
-POLAR_SECTIONS = ("MODEL.POLAR.", "MODEL.FREEZE.", "INPUT.STACK.", "DATASETS.POLAR_COCO", "DATASETS.ON_BAD_SAMPLE")
+POLAR_SECTIONS = ("MODEL.POLAR.", "MODEL.FREEZE.", "INPUT.STACK.", "DATASETS.POLAR_COCO", "DATASETS.ON_BAD_SAMPLE",
+                  "MODEL.LOSS_WEIGHTS.", "TEST.BEST_CHECKPOINT_")
 
 
 def _with_polar_config():

@@ -14,17 +14,11 @@ import subprocess
 import sys
 import time
 
-import cv2
-
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.logger import setup_logger
 
-from polar_rcnn import add_polar_config
-from polar_rcnn.data import load_stack
-from polar_rcnn.data.polar_layout import raw_stack_channels
-from polar_rcnn.engine import PolarPredictor
-from polar_rcnn.utils.visualization import detection_panel
+from polar_rcnn import add_polar_config, evaluation
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs", "faster_rcnn_R_18_FPN_demo_polar_synth.yaml")
@@ -37,23 +31,10 @@ def run(cmd, env):
 
 
 def write_pictures(cfg, out_dir, num_images):
-    os.makedirs(out_dir, exist_ok=True)
-    predictor = PolarPredictor(cfg)
+    """Pictures of the first val images (polar_rcnn.evaluation.write_pictures): per-image PNGs + grid.png."""
     dataset = cfg.DATASETS.TEST[0]
-    metadata = MetadataCatalog.get(dataset)
-    paths = []
-    for record in DatasetCatalog.get(dataset)[:num_images]:
-        image_bgr = cv2.imread(record["file_name"], cv2.IMREAD_COLOR)
-        stack = load_stack(
-            record["stack_file_name"], layout=cfg.INPUT.STACK.LAYOUT, scale=cfg.INPUT.STACK.SCALE,
-            expected_channels=raw_stack_channels(cfg), expected_size=image_bgr.shape[:2],
-            npz_key=cfg.INPUT.STACK.NPZ_KEY or None, resize=cfg.INPUT.STACK.RESIZE_MISMATCHED,
-        )
-        instances = predictor(image_bgr, stack)["instances"]
-        panel = detection_panel(image_bgr[:, :, ::-1], stack, instances, record["annotations"], metadata)
-        path = os.path.join(out_dir, os.path.splitext(os.path.basename(record["file_name"]))[0] + ".png")
-        cv2.imwrite(path, panel[:, :, ::-1])
-        paths.append(path)
+    paths, _ = evaluation.write_pictures(cfg, DatasetCatalog.get(dataset), out_dir, num_images=num_images,
+                                         metadata=MetadataCatalog.get(dataset))
     return paths
 
 
@@ -102,7 +83,7 @@ def main():
     print(f"model:        {weights}")
     print(f"metrics:      {os.path.join(model_dir, 'metrics.json')}")
     print(f"detections:   {results}")
-    print(f"pictures:     {os.path.dirname(pictures[0]) if pictures else '-'} ({len(pictures)} PNG: ground truth | detections | DoLP/AoLP)")
+    print(f"pictures:     {os.path.dirname(pictures[0]) if pictures else '-'} ({len(pictures)} PNG + grid.png: ground truth | RPN top-50 | detections | DoLP | AoLP)")
     print("timings (s):  " + json.dumps({k: round(v, 1) for k, v in timings.items()}))
 
 

@@ -1,13 +1,16 @@
-"""Training hooks: :class:`UnfreezeHook` (``MODEL.FREEZE.UNFREEZE_ITER`` / ``UNFREEZE_PARTS``)."""
+"""Training hooks: :class:`UnfreezeHook` (``MODEL.FREEZE.UNFREEZE_ITER`` / ``UNFREEZE_PARTS``) and
+:class:`BestCheckpointer` (``TEST.BEST_CHECKPOINT_METRIC`` / ``_MODE``)."""
 import logging
+import os
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from detectron2.config import configurable
-from detectron2.engine import HookBase, create_ddp_model
+from detectron2.engine import HookBase, create_ddp_model, hooks
 from detectron2.solver import get_default_optimizer_params
+from detectron2.utils.file_io import PathManager
 
 from .freezing import parameter_table, select_unfreeze_parameters, unfreeze_parameters, unwrap
 
@@ -142,3 +145,55 @@ class UnfreezeHook(HookBase):
             trainer.iter, self.parts, len(params), f"{sum(p.numel() for p in params):,}", len(groups),
             parameter_table(model),
         )
+
+
+class _KeepLastCheckpointTag:
+    """``save(name, **extra)`` through a checkpointer without moving its ``last_checkpoint`` tag,
+    so that ``--resume`` continues from the latest periodic checkpoint, not from the best one."""
+
+    def __init__(self, checkpointer):
+        self.checkpointer = checkpointer
+
+    def save(self, name: str, **kwargs) -> None:
+        c = self.checkpointer
+        previous = c.get_checkpoint_file() if c.has_checkpoint() else None
+        c.save(name, **kwargs)
+        if previous:
+            c.tag_last_checkpoint(os.path.basename(previous))
+        else:
+            PathManager.rm(os.path.join(c.save_dir, "last_checkpoint"))
+
+
+class BestCheckpointer(hooks.BestCheckpointer):
+    """Detectron2's :class:`~detectron2.engine.hooks.BestCheckpointer` configured by
+    ``TEST.BEST_CHECKPOINT_METRIC`` / ``TEST.BEST_CHECKPOINT_MODE``: after each evaluation of the
+    ``EvalHook`` placed before it (every ``TEST.EVAL_PERIOD`` iterations and at the end of training)
+    it saves ``OUTPUT_DIR/model_best.pth`` (model + trainer state, ``"iteration"`` of the evaluation)
+    when the metric improved. ``last_checkpoint`` keeps pointing at the latest periodic checkpoint.
+    """
+
+    @configurable
+    def __init__(self, *, eval_period: int, checkpointer, val_metric: str, mode: str = "max",
+                 file_prefix: str = "model_best"):
+        """
+        Args:
+            eval_period: ``TEST.EVAL_PERIOD`` of the EvalHook that computes ``val_metric``.
+            checkpointer: the trainer's checkpointer.
+            val_metric: a key the EvalHook stores, e.g. ``"bbox/AP50"`` (``"<dataset>/bbox/AP50"``
+                with several ``DATASETS.TEST``).
+            mode: "max" or "min".
+        """
+        if not val_metric:
+            raise ValueError("TEST.BEST_CHECKPOINT_METRIC is empty: set a metric such as 'bbox/AP50'")
+        if mode not in ("max", "min"):
+            raise ValueError(f"TEST.BEST_CHECKPOINT_MODE must be 'max' or 'min', got {mode!r}")
+        super().__init__(eval_period, _KeepLastCheckpointTag(checkpointer), val_metric, mode, file_prefix)
+
+    @classmethod
+    def from_config(cls, cfg, checkpointer):
+        return {
+            "eval_period": cfg.TEST.EVAL_PERIOD,
+            "checkpointer": checkpointer,
+            "val_metric": cfg.TEST.BEST_CHECKPOINT_METRIC,
+            "mode": cfg.TEST.BEST_CHECKPOINT_MODE,
+        }

@@ -5,21 +5,24 @@ import weakref
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, hooks
 from detectron2.evaluation import COCOEvaluator
+from detectron2.utils import comm
 
 from ..data import BadSampleReport, PolarDatasetMapper
+from ..modeling.loss_weights import apply_loss_weights
 from .checkpoint import PolarCheckpointer
 from .freezing import freeze_from_config
-from .hooks import UnfreezeHook
+from .hooks import BestCheckpointer, UnfreezeHook
 
 
 class PolarTrainer(DefaultTrainer):
     """:class:`DefaultTrainer` with :class:`PolarDatasetMapper` loaders, COCO evaluation,
-    ``MODEL.FREEZE`` (frozen parts, unfreeze schedule) and a :class:`PolarCheckpointer`."""
+    ``MODEL.FREEZE`` (frozen parts, unfreeze schedule), ``MODEL.LOSS_WEIGHTS``, a :class:`PolarCheckpointer`
+    and ``TEST.BEST_CHECKPOINT_METRIC`` (:class:`BestCheckpointer` after the EvalHook)."""
 
     @classmethod
     def build_model(cls, cfg):
         # frozen before the optimizer and DDP are built, so frozen parameters never reach them
-        return freeze_from_config(cfg, super().build_model(cfg))
+        return freeze_from_config(cfg, apply_loss_weights(super().build_model(cfg), cfg))
 
     def build_hooks(self):
         # loading logs what was and was not loaded; saving is Detectron2's
@@ -31,6 +34,10 @@ class PolarTrainer(DefaultTrainer):
             ret.insert(at, UnfreezeHook(self.cfg))
         if self.cfg.DATASETS.ON_BAD_SAMPLE == "skip":
             ret.append(BadSampleReport(self.cfg.OUTPUT_DIR))  # skips counted over all loader workers
+        if self.cfg.TEST.BEST_CHECKPOINT_METRIC and comm.is_main_process():
+            # right after the EvalHook, which puts the metric into the storage
+            at = next(i for i, h in enumerate(ret) if isinstance(h, hooks.EvalHook))
+            ret.insert(at + 1, BestCheckpointer(self.cfg, self.checkpointer))
         return ret
 
     @classmethod

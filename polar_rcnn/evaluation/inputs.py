@@ -1,0 +1,80 @@
+"""What inference reads: records for image files (stacks found by base name) and their arrays."""
+import glob
+import logging
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from detectron2.data import detection_utils as utils
+
+from ..data import STACK_EXTENSIONS, STACK_FILE_KEY, ImageError, StackError, load_stack
+from ..data.polar_layout import raw_stack_channels
+
+logger = logging.getLogger(__name__)
+
+
+def _expand(patterns: Sequence[str]) -> List[str]:
+    files: List[str] = []
+    for pattern in patterns:
+        matched = sorted(glob.glob(os.path.expanduser(pattern)))
+        if not matched:
+            raise FileNotFoundError(f"--input {pattern!r} matches no file")
+        files.extend(f for f in matched if os.path.isfile(f))
+    return list(dict.fromkeys(files))
+
+
+def records_from_files(patterns: Sequence[str], stack_dir: Optional[str] = None) -> List[Dict]:
+    """Records (``file_name``, ``image_id`` 1..N in sorted order, ``stack_file_name`` when found) for
+    the images matching ``patterns`` (globs or paths). An image's stack is ``stack_dir/<base name>``
+    with the first of the extensions .npy, .npz, .tif, .tiff that exists; without one the record has
+    no stack (image-only inference)."""
+    records = []
+    for i, path in enumerate(_expand(patterns)):
+        record = {"file_name": path, "image_id": i + 1}
+        if stack_dir:
+            base = os.path.splitext(os.path.basename(path))[0]
+            stack = next((os.path.join(stack_dir, base + ext) for ext in STACK_EXTENSIONS
+                          if os.path.isfile(os.path.join(stack_dir, base + ext))), None)
+            if stack:
+                record[STACK_FILE_KEY] = stack
+        records.append(record)
+    missing = sum(STACK_FILE_KEY not in r for r in records)
+    if stack_dir and missing:
+        logger.warning("%d of %d images have no stack in %s (image-only inference for them)", missing, len(records),
+                       stack_dir)
+    return records
+
+
+def load_inputs(cfg, record: Dict) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """The (H, W, 3) uint8 BGR image and the raw (H, W, C) float stack (``INPUT.STACK`` scale,
+    ``raw_stack_channels(cfg)`` channels, not derived) of ``record``; the stack is None when the
+    record names none, and, for models that read no stack (``INPUT.STACK.ENABLED`` False), when it
+    cannot be read (logged): it is only shown then."""
+    path = record["file_name"]
+    if not os.path.isfile(path):
+        raise ImageError(path, "image file not found", kind="missing")
+    try:
+        image = utils.read_image(path, format="BGR")
+    except Exception as e:  # PIL: UnidentifiedImageError, OSError (truncated), ...
+        raise ImageError(path, f"cannot read image ({type(e).__name__}: {e})", kind="unreadable") from e
+    stack_file = record.get(STACK_FILE_KEY)
+    if not stack_file:
+        return image, None
+    s = cfg.INPUT.STACK
+    try:
+        stack = load_stack(stack_file, layout=s.LAYOUT, scale=s.SCALE, expected_channels=raw_stack_channels(cfg),
+                           expected_size=image.shape[:2], npz_key=s.NPZ_KEY or None, resize=s.RESIZE_MISMATCHED)
+    except StackError as e:
+        if s.ENABLED:
+            raise
+        logger.warning("Stack not shown (the model reads none): %s", e)
+        return image, None
+    return image, stack
+
+
+def images_with_stacks(cfg, records: Sequence[Dict]):
+    """Yield ``(record, image_bgr, raw_stack_or_None)`` for each record (see :func:`load_inputs`)."""
+    for record in records:
+        image, stack = load_inputs(cfg, record)
+        yield record, image, stack

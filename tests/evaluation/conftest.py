@@ -1,0 +1,35 @@
+"""Fixtures of the evaluation tests: a tiny registered synthetic dataset; ``eval_test_utils`` importable."""
+import os
+import sys
+
+import pytest
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+
+from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
+from eval_test_utils import NUM_BANDS  # noqa: E402
+
+from polar_rcnn.data import register_polar_coco_instances  # noqa: E402
+from polar_rcnn.data.synthetic import SyntheticConfig, generate_split  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """Train and val splits (2 videos x 3 frames, 64x80) registered as _eval_tiny_{train,val}:
+    {"root": ..., "train": name, "val": name}."""
+    root = str(tmp_path_factory.mktemp("eval_tiny"))
+    names = {"root": root}
+    for split, seed in (("train", 0), ("val", 1000)):
+        cfg = SyntheticConfig(image_size=(64, 80), num_bands=NUM_BANDS, num_videos=2, frames_per_video=3,
+                              object_size=(16, 30), seed=seed)
+        json_file = generate_split(root, split, cfg, progress=False)
+        name = f"_eval_tiny_{split}"
+        if name in DatasetCatalog.list():
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+        register_polar_coco_instances(name, json_file, os.path.join(root, split, "images"),
+                                      os.path.join(root, split, "stacks"))
+        names[split] = name
+    return names

@@ -1,0 +1,80 @@
+"""Drawing: DoLP / AoLP views carry the stack's polarization; panels, rows and grids have the stated sizes."""
+import numpy as np
+import pytest
+import torch
+
+from detectron2.structures import Boxes, Instances
+
+from polar_rcnn.data.polar_layout import PolarLayout
+from polar_rcnn.data.synthetic import malus_stack
+from polar_rcnn.utils import visualization as vis
+
+H, W = 24, 32
+
+
+def _polar_stack(dolp_left, aolp_left_deg, dolp_right, aolp_right_deg, bands=2):
+    """Left half and right half with different polarization, as 0/45/90/135 images per band."""
+    dolp = np.full((H, W), dolp_left, np.float32)
+    aolp = np.full((H, W), np.deg2rad(aolp_left_deg), np.float32)
+    dolp[:, W // 2:] = dolp_right
+    aolp[:, W // 2:] = np.deg2rad(aolp_right_deg)
+    s0 = np.full((H, W, bands), 0.8, np.float32)
+    return malus_stack(s0, dolp, aolp)
+
+
+def test_dolp_grey_and_aolp_hue_show_the_stack_polarization():
+    stack = _polar_stack(0.2, 0.0, 0.8, 60.0)
+    panels = vis.stack_panels(stack, PolarLayout("angles", channels=stack.shape[2]))
+    assert [name for name, _ in panels] == ["DoLP", "AoLP (hue)"]
+    dolp, aolp = panels[0][1], panels[1][1]
+    assert dolp.shape == aolp.shape == (H, W, 3) and dolp.dtype == np.uint8
+    # grey: R = G = B = DoLP * 255
+    assert (dolp[..., 0] == dolp[..., 1]).all() and (dolp[..., 1] == dolp[..., 2]).all()
+    assert abs(int(dolp[0, 0, 0]) - 51) <= 2 and abs(int(dolp[0, -1, 0]) - 204) <= 2
+    # hue: AoLP 0 deg is red, 60 deg is green
+    assert np.argmax(aolp[0, 0]) == 0 and np.argmax(aolp[0, -1]) == 1
+
+
+def test_stokes_layout_gives_the_same_views_as_angles():
+    stack = _polar_stack(0.5, 120.0, 0.3, 30.0, bands=1)
+    i0, i45, i90, i135 = np.moveaxis(stack, -1, 0)
+    stokes = np.stack([0.5 * (i0 + i45 + i90 + i135), i0 - i90, i45 - i135], axis=-1)
+    from_angles = vis.polarization_maps(stack, PolarLayout("angles", channels=4))
+    from_stokes = vis.polarization_maps(stokes, PolarLayout("stokes", channels=3))
+    for a, b in zip(from_angles, from_stokes):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    np.testing.assert_allclose(from_angles[1][0, 0], np.deg2rad(120.0), atol=1e-3)
+
+
+def test_channels_view_for_stacks_without_polarization():
+    rng = np.random.default_rng(0)
+    stack = rng.random((H, W, 5)).astype(np.float32)
+    ((name, view),) = vis.stack_panels(stack, PolarLayout("", channels=5), channels=[4])
+    assert name == "stack ch 4" and view.shape == (H, W, 3)
+    assert (view[..., 0] == view[..., 2]).all()  # one channel: grey
+    # the 1st..99th percentile stretch maps the channel's order monotonically
+    order = np.argsort(stack[..., 4].ravel())
+    assert (np.diff(view[..., 0].ravel()[order].astype(int)) >= 0).all()
+    ((_, rgb),) = vis.stack_panels(stack, PolarLayout("", channels=5))
+    assert not (rgb[..., 0] == rgb[..., 1]).all()  # default: three channels as R, G, B
+    with pytest.raises(ValueError, match="do not exist"):
+        vis.channels_panel(stack, [0, 1, 7])
+    with pytest.raises(ValueError, match="1 or 3"):
+        vis.channels_panel(stack, [0, 1])
+
+
+def test_rows_and_grids_have_the_stated_sizes():
+    image = np.zeros((H, W, 3), np.uint8)
+    boxes = np.array([[2, 2, 10, 12], [5, 5, 20, 20]], np.float32)
+    inst = Instances((H, W), pred_boxes=Boxes(torch.tensor(boxes)), scores=torch.tensor([0.9, 0.2]),
+                     pred_classes=torch.tensor([0, 1]))
+    panels = [("gt", vis.ground_truth_panel(image, [])), ("rpn", vis.proposals_panel(image, boxes)),
+              ("det", vis.detections_panel(image, inst, score_threshold=0.5))]
+    assert all(p.shape == (H, W, 3) for _, p in panels)
+    assert (panels[1][1] != 0).any()  # boxes were drawn
+    row = vis.compose_row(panels, caption_height=10, gap=3)
+    assert row.shape == (10 + H, 3 * W + 2 * 3, 3)
+    small = vis.compose_row(panels[:1], caption_height=0)
+    grid = vis.image_grid([row, small], gap=5)
+    assert grid.shape == (row.shape[0] + small.shape[0] + 5, row.shape[1], 3)
+    assert (grid[row.shape[0] + 5:, W:] == 255).all()  # the shorter row is padded with white

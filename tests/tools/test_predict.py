@@ -1,0 +1,86 @@
+"""tools/predict.py: COCO results that pycocotools loads, with the dataset's image and category ids;
+image files with and without a stack."""
+import json
+import os
+
+import cv2
+from eval_tool_utils import DEMO_CONFIG, tiny_opts
+from pycocotools.coco import COCO
+from tool_test_utils import load_tool
+
+from polar_rcnn.evaluation import PictureMaker, load_inputs, records_from_files
+from polar_rcnn.utils.cli import setup_cfg
+
+predict = load_tool("predict")
+CATEGORY_OFFSET, IMAGE_OFFSET = 10, 100  # dataset ids that are not the contiguous 0..K-1 / 1..N
+
+
+def _renumbered(json_file):
+    with open(json_file) as f:
+        coco = json.load(f)
+    for c in coco["categories"]:
+        c["id"] += CATEGORY_OFFSET
+    for a in coco["annotations"]:
+        a["category_id"] += CATEGORY_OFFSET
+        a["image_id"] += IMAGE_OFFSET
+    for i in coco["images"]:
+        i["id"] += IMAGE_OFFSET
+    with open(json_file, "w") as f:
+        json.dump(coco, f)
+    return {c["id"] for c in coco["categories"]}, {i["id"] for i in coco["images"]}
+
+
+def test_dataset_results_load_with_pycocotools(tiny_copy, register, tmp_path, capsys):
+    root, json_file = tiny_copy
+    category_ids, image_ids = _renumbered(json_file)
+    name = register(root, json_file)
+    out = tmp_path / "pred"
+    assert predict.main(["--config-file", DEMO_CONFIG, "--dataset", name, "--output", str(out),
+                         "--num-pictures", "2", *tiny_opts()]) == 0
+    results_file = out / "coco_results.json"
+    results = json.loads(results_file.read_text())
+    assert results, "the untrained model keeps detections above SCORE_THRESH_TEST"
+    assert {r["category_id"] for r in results} <= category_ids
+    assert {r["image_id"] for r in results} <= image_ids
+    assert all(len(r["bbox"]) == 4 and r["bbox"][2] >= 0 and 0 <= r["score"] <= 1 for r in results)
+    detections = COCO(json_file).loadRes(str(results_file))
+    assert len(detections.getAnnIds()) == len(results)
+    assert len([p for p in os.listdir(out / "pictures") if p.endswith(".png")]) == 3  # 2 + grid
+    assert "results:" in capsys.readouterr().out
+
+
+def test_files_with_a_missing_stack(tiny_copy, tmp_path):
+    root, json_file = tiny_copy
+    stacks = os.path.join(root, "train", "stacks")
+    os.remove(os.path.join(stacks, "v001_f0002.npy"))
+    out = tmp_path / "files"
+    pattern = os.path.join(root, "train", "images", "*.png")
+    assert predict.main(["--config-file", DEMO_CONFIG, "--input", pattern, "--stacks", stacks, "--output", str(out),
+                         "--num-pictures", "0", *tiny_opts()]) == 0
+    images = json.loads((out / "images.json").read_text())
+    assert [i["id"] for i in images] == list(range(1, 13))
+    assert [os.path.basename(i["file_name"]) for i in images if i["stack_file"] is None] == ["v001_f0002.png"]
+    results = json.loads((out / "coco_results.json").read_text())
+    assert {r["image_id"] for r in results} <= set(range(1, 13))
+    assert not (out / "pictures").exists()
+
+
+def test_predictor_accepts_a_missing_stack(tiny_split):
+    root, json_file = tiny_split
+    cfg = setup_cfg(DEMO_CONFIG, tiny_opts())
+    (record,) = records_from_files([os.path.join(root, "train", "images", "v000_f0000.png")],
+                                   os.path.join(root, "train", "stacks"))
+    image, stack = load_inputs(cfg, record)
+    assert stack is not None and stack.shape == (48, 64, 4)
+    maker = PictureMaker(cfg, topk=5)
+    with_stack, proposals = maker.predict(image, stack)
+    without_stack, _ = maker.predict(image, None)
+    assert len(proposals) > 0 and proposals.image_size == (48, 64)
+    scores = proposals.objectness_logits
+    assert (scores[:-1] >= scores[1:]).all()  # sorted: the first k are the top-k
+    # the branch is randomly initialised (ZERO_INIT False): the stack changes the detections
+    a, b = with_stack["instances"], without_stack["instances"]
+    assert len(a) != len(b) or not (a.scores == b.scores).all()
+    picture = maker.picture({"file_name": "x.png"}, image, None, without_stack, None)
+    assert picture.shape[1] == 64  # detections only: no proposals given, no stack
+    assert cv2.cvtColor(picture, cv2.COLOR_RGB2GRAY).std() > 0
