@@ -32,9 +32,8 @@ from tabulate import tabulate
 from tqdm import tqdm
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.utils.logger import setup_logger
 
-from polar_rcnn.utils.cli import HelpFormatter, setup_cfg
+from polar_rcnn.utils.cli import HelpFormatter, setup_tool
 from polar_rcnn.data import STACK_FILE_KEY, DataError
 from polar_rcnn.data.checks import (
     PROBLEM_KINDS,
@@ -157,12 +156,8 @@ def summary_table(problems: List[Problem], show: int) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    setup_logger(name="polar_rcnn", abbrev_name="polar")
-    setup_logger(name="detectron2", abbrev_name="d2")
-    try:
-        cfg = setup_cfg(args.config_file, args.opts)
-    except (ValueError, KeyError, AssertionError) as e:  # yacs asserts on unknown keys
-        print(f"Config error: {e}", file=sys.stderr)
+    cfg = setup_tool(args.config_file, args.opts)
+    if cfg is None:
         return 2
     names = dataset_names(cfg, args.dataset)
     if not names:

@@ -30,13 +30,12 @@ from typing import Optional, Sequence
 from tqdm import tqdm
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.utils.logger import setup_logger
 
 from polar_rcnn.data import STACK_FILE_KEY, DataError
 from polar_rcnn.evaluation import PictureMaker, coco_results, dataset_id_map, load_inputs, records_from_files
 from polar_rcnn.evaluation.pictures import GRID_FILE, picture_name, write_png
 from polar_rcnn.utils import visualization as vis
-from polar_rcnn.utils.cli import HelpFormatter, setup_cfg
+from polar_rcnn.utils.cli import HelpFormatter, setup_tool
 
 logger = logging.getLogger("polar_rcnn.tools.predict")
 RESULTS_FILE = "coco_results.json"
@@ -82,12 +81,8 @@ def category_metadata(cfg, dataset: str):
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    setup_logger(name="polar_rcnn", abbrev_name="polar")
-    setup_logger(name="detectron2", abbrev_name="d2")
-    try:
-        cfg = setup_cfg(args.config_file, args.opts)
-    except (ValueError, KeyError, AssertionError) as e:  # yacs asserts on unknown keys
-        print(f"Config error: {e}", file=sys.stderr)
+    cfg = setup_tool(args.config_file, args.opts)
+    if cfg is None:
         return 2
     if not cfg.MODEL.WEIGHTS:
         logger.warning("MODEL.WEIGHTS is empty: predicting with an untrained model")

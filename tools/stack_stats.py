@@ -22,9 +22,8 @@ import numpy as np
 from tqdm import tqdm
 
 from detectron2.data import DatasetCatalog
-from detectron2.utils.logger import setup_logger
 
-from polar_rcnn.utils.cli import HelpFormatter, setup_cfg
+from polar_rcnn.utils.cli import HelpFormatter, setup_tool
 from polar_rcnn.data import STACK_FILE_KEY, DataError, load_stack
 from polar_rcnn.data.polar_layout import check_stack_config
 
@@ -140,12 +139,12 @@ def compute(records: List[Dict], cfg, workers: int = 0, progress: bool = True) -
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    setup_logger(name="polar_rcnn", abbrev_name="polar")
-    setup_logger(name="detectron2", abbrev_name="d2")
+    cfg = setup_tool(args.config_file, args.opts)
+    if cfg is None:
+        return 2
     try:
-        cfg = setup_cfg(args.config_file, args.opts)
         check_stack_config(cfg)
-    except (ValueError, KeyError, AssertionError) as e:  # yacs asserts on unknown keys
+    except ValueError as e:
         print(f"Config error: {e}", file=sys.stderr)
         return 2
     names = list(dict.fromkeys(args.dataset or cfg.DATASETS.TRAIN))

@@ -20,11 +20,10 @@ import sys
 from typing import Optional, Sequence
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.utils.logger import setup_logger
 
 from polar_rcnn.data import DataError
 from polar_rcnn.evaluation import records_from_files, write_pictures
-from polar_rcnn.utils.cli import HelpFormatter, setup_cfg
+from polar_rcnn.utils.cli import HelpFormatter, setup_tool
 
 logger = logging.getLogger("polar_rcnn.tools.visualize")
 
@@ -67,12 +66,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    setup_logger(name="polar_rcnn", abbrev_name="polar")
-    setup_logger(name="detectron2", abbrev_name="d2")
-    try:
-        cfg = setup_cfg(args.config_file, args.opts)
-    except (ValueError, KeyError, AssertionError) as e:  # yacs asserts on unknown keys
-        print(f"Config error: {e}", file=sys.stderr)
+    cfg = setup_tool(args.config_file, args.opts)
+    if cfg is None:
         return 2
     if not cfg.MODEL.WEIGHTS:
         logger.warning("MODEL.WEIGHTS is empty: the pictures show an untrained model")
