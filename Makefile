@@ -4,8 +4,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 READY := $(VENV)/.polar-rcnn-ready
 DEMO_OUT ?= output/demo
+BENCH_OUT ?= output/bench/benchmark
+EVIDENCE_OUT ?= output/evidence
 
-.PHONY: setup demo test lock clean-venv
+.PHONY: setup demo test bench evidence lock clean-venv
 
 ## setup: project-local virtualenv with the locked dependencies, detectron2 and polar-rcnn (editable)
 setup: $(READY)
@@ -24,6 +26,14 @@ demo: $(READY)
 ## test: the test suite (CPU, a few minutes)
 test: $(READY)
 	$(PY) -m pytest -q tests
+
+## bench: polar branch cost vs vanilla Detectron2 (time, FLOPs, memory, mappers; ~12 min on 2 CPU cores)
+bench: $(READY)
+	$(PY) tools/benchmark.py --output $(BENCH_OUT) $(BENCH_ARGS)
+
+## evidence: every variant x 3 seeds on synthetic stack + control data -> docs/RESULTS.md (~35 min on 2 CPU cores)
+evidence: $(READY)
+	$(PY) tools/evidence.py --output $(EVIDENCE_OUT) $(EVIDENCE_ARGS)
 
 ## lock: re-pin requirements/lock.txt from requirements/requirements.txt in a scratch venv
 lock:

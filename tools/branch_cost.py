@@ -19,58 +19,26 @@ from collections import OrderedDict
 
 import torch
 
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
-from detectron2.utils.analysis import FlopCountAnalysis
 
-from polar_rcnn import add_polar_config
+from polar_rcnn.utils.benchmark import POLAR_VARIANTS, VANILLA, VARIANTS as BENCH_VARIANTS
+from polar_rcnn.utils.benchmark import base_config, count_flops, num_parameters, variant_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE_CONFIG = os.path.join(REPO, "configs", "Base-PolarRCNN-FPN.yaml")
 
-# name -> config overrides on top of the base config (the defaults of polar_rcnn/config.py)
-VARIANTS = OrderedDict(
-    [
-        ("default", {}),  # 2 stages, hidden 96, 3x3 convs, stride 1, add, inject rpn
-        ("default, INJECT both", {"MODEL.POLAR.INJECT": "both"}),
-        ("default, FUSION concat", {"MODEL.POLAR.FUSION": "concat"}),
-        ("default, FUSION gate", {"MODEL.POLAR.FUSION": "gate"}),
-        ("default, FUSION channel_attention", {"MODEL.POLAR.FUSION": "channel_attention"}),
-        ("2 stages, 1x1 convs, INPUT_STRIDE 4",
-         {"MODEL.POLAR.PRE_KERNEL_SIZE": 1, "MODEL.POLAR.POST_KERNEL_SIZE": 1, "MODEL.POLAR.INPUT_STRIDE": 4}),
-        ("1 stage, 3x3, INPUT_STRIDE 1", {"MODEL.POLAR.NUM_STAGES": 1}),
-        ("lightest: 1 stage, 1x1, INPUT_STRIDE 4",
-         {"MODEL.POLAR.NUM_STAGES": 1, "MODEL.POLAR.PRE_KERNEL_SIZE": 1, "MODEL.POLAR.INPUT_STRIDE": 4}),
-        ("early fusion (stem)", {"MODEL.BACKBONE.NAME": "build_early_fusion_resnet_fpn_backbone"}),
-    ]
-)
-SHORT_NAMES = {"default": "default", "lightest": "lightest: 1 stage, 1x1, INPUT_STRIDE 4",
-               "early": "early fusion (stem)"}
+# label -> config overrides on top of the base config (the defaults of polar_rcnn/config.py);
+# shared with tools/benchmark.py (polar_rcnn/utils/benchmark.py)
+VARIANTS = OrderedDict((v.label, dict(v.overrides)) for v in POLAR_VARIANTS.values())
+SHORT_NAMES = {v.name: v.label for v in POLAR_VARIANTS.values()}
 
 
 def make_cfg(args, overrides):
-    cfg = get_cfg()
-    add_polar_config(cfg)
-    cfg.merge_from_file(BASE_CONFIG)
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.WEIGHTS = ""
-    cfg.MODEL.RESNETS.DEPTH = args.depth
-    if args.depth in (18, 34):
-        cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
-    cfg.MODEL.POLAR.IN_CHANNELS = args.channels
-    for key, value in overrides.items():
-        node = cfg
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = getattr(node, p)
-        setattr(node, leaf, value)
-    return cfg
+    return variant_config(base_config(BASE_CONFIG, depth=args.depth, channels=args.channels), overrides)
 
 
 def count(model, inputs):
-    flops = FlopCountAnalysis(model, inputs)
-    flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
-    return flops.total(), sum(p.numel() for p in model.parameters())
+    return count_flops(model, inputs), num_parameters(model)
 
 
 def main():
@@ -94,8 +62,7 @@ def main():
     image = torch.rand(3, args.height, args.width, generator=g) * 255
     stack = torch.rand(args.channels, args.height, args.width, generator=g)
     torch.manual_seed(0)
-    vanilla = build_model(make_cfg(args, {"MODEL.META_ARCHITECTURE": "GeneralizedRCNN",
-                                          "MODEL.BACKBONE.NAME": "build_resnet_fpn_backbone"})).eval()
+    vanilla = build_model(make_cfg(args, BENCH_VARIANTS[VANILLA].overrides)).eval()
     base_flops, base_params = count(vanilla, [{"image": image}])
 
     size = f"{args.height}x{args.width}"
