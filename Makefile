@@ -27,7 +27,7 @@ demo: $(READY)
 test: $(READY)
 	$(PY) -m pytest -q tests
 
-## bench: polar branch cost vs vanilla Detectron2 (time, FLOPs, memory, mappers; ~12 min on 2 CPU cores)
+## bench: polar branch cost vs vanilla Detectron2 (time, FLOPs, memory, mappers; see docs/PERFORMANCE.md)
 bench: $(READY)
 	$(PY) tools/benchmark.py --output $(BENCH_OUT) $(BENCH_ARGS)
 
