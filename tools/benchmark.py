@@ -52,7 +52,7 @@ from polar_rcnn.utils.cli import HelpFormatter
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(REPO, "configs", "faster_rcnn_R_50_FPN_1x_polar_synth.yaml")
-DEFAULT_VARIANTS = ["vanilla", "default", "lightest", "concat", "gate", "channel_attention", "early"]
+DEFAULT_VARIANTS = ["vanilla", "default", "lightest", "concat", "gate", "channel_attention", "notebook", "early"]
 QUICK_VARIANTS = ["vanilla", "default", "lightest"]
 LARGE_PIXELS = 500_000  # sizes with at least this many pixels: batch 1, fewer mapper samples
 TRAIN_LIMITS = {"default": 1.10, "lightest": 1.03}  # time ratio to vanilla, train and inference
@@ -90,9 +90,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--mapper-samples", type=int,
                    help="samples per mapper measurement (default: 12 at >= 500k pixels, else 40; quick: 8)")
     p.add_argument("--mapper-repeats", type=int, help="interleaved mapper rounds (default: 3; quick: 1)")
-    p.add_argument("--mapper-prototype", action="store_true",
-                   help="also measure the polar mapper resizing stacks with OpenCV (a proposed change, "
-                        "polar_rcnn.utils.benchmark.cv2_stack_resize) as 'polar_cv2'")
+    p.add_argument("--mapper-scales", type=float, nargs="+", default=[1.0, 0.8],
+                   help="training resize of the mapper runs, as a factor of the image size (1: same size; "
+                        "0.8: 800x1333 -> 640x1066, as multi-scale training does)")
     p.add_argument("--stack-dtypes", nargs="+", default=["float16", "uint16"], help="dtypes of the stack files")
     p.add_argument("--worker-memory-samples", type=int,
                    help="samples of the long loader run (polar mapper, smallest size, a fresh process); 0 = skip "
@@ -201,7 +201,7 @@ def _settings(args) -> Dict[str, Any]:
         "threads": args.threads, "memory": args.memory,
         "mapper_workers": args.mapper_workers, "mapper_repeats": args.mapper_repeats,
         "mapper_samples": {_size_text(s): mapper_samples_for(args, s) for s in args.sizes},
-        "stack_dtypes": args.stack_dtypes, "mapper_prototype": args.mapper_prototype,
+        "stack_dtypes": args.stack_dtypes, "mapper_scales": args.mapper_scales,
         "worker_memory_samples": args.worker_memory_samples,
         "quick": args.quick, "seed": args.seed,
         "command": " ".join(["python tools/benchmark.py"] + list(getattr(args, "argv", None) or [])),
@@ -251,7 +251,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                 if args.mapper_workers:
                     report["mappers"] += B.measure_mappers(base, size, records, args.mapper_workers,
                                                            mapper_samples_for(args, size), args.mapper_repeats,
-                                                           prototype=args.mapper_prototype, progress=progress)
+                                                           scales=args.mapper_scales, progress=progress)
                 if args.worker_memory_samples and size == min(args.sizes, key=lambda s: s[0] * s[1]):
                     dtype = "uint16" if "uint16" in records else list(records)[0]
                     workers = max(1, max(args.mapper_workers or [1]))
@@ -335,7 +335,8 @@ def evaluate_targets(report: Dict[str, Any]) -> List[Dict[str, Any]]:
         for r in mapper_rows:
             if r["mapper"] == "polar" and r["workers"] == workers:
                 ratio = r["ms_per_sample_ratio"]
-                out.append({"target": f"polar mapper ({r['stack_dtype']}) at {r['size']}, {workers} workers: "
+                out.append({"target": f"polar mapper ({r['stack_dtype']}) at {r['size']}, resize "
+                                      f"x{r.get('resize', 1.0):g}, {workers} workers: "
                                       f"time per sample <= {MAPPER_LIMIT}x RGB mapper",
                             "measured": f"{ratio:.2f}x", "met": ratio <= MAPPER_LIMIT})
     mem = report.get("worker_memory")
@@ -426,8 +427,9 @@ def to_markdown(report: Dict[str, Any]) -> str:
         lines += ["", "## Data mappers", "",
                   "Training mappers through a DataLoader (batch 1), median of interleaved rounds; `x` = polar "
                   "mapper time per sample / RGB mapper's with the same workers.", ""]
-        header = ["size", "mapper", "stack dtype", "workers", "samples/s", "ms/sample", "x RGB"]
-        rows = [[r["size"], r["mapper"], r["stack_dtype"], str(r["workers"]), _fmt(r["samples_per_s"], 1),
+        header = ["size", "resize", "mapper", "stack dtype", "workers", "samples/s", "ms/sample", "x RGB"]
+        rows = [[r["size"], f"x{r.get('resize', 1.0):g}", r["mapper"], r["stack_dtype"], str(r["workers"]),
+                 _fmt(r["samples_per_s"], 1),
                  _fmt(r["ms_per_sample"], 1), _fmt(r.get("ms_per_sample_ratio"), 2)] for r in report["mappers"]]
         lines += _table(header, rows)
 

@@ -256,6 +256,8 @@ class Evidence:
         """Train + evaluate, or reuse a finished run with the same config, opts and ``depends`` (digests
         of its data and of the pretraining it starts from): (bbox metrics, seconds)."""
         cfg = setup_cfg(os.path.join(CONFIGS, config), opts)
+        # the resolved config too: a changed default (e.g. in polar_rcnn/config.py) re-runs
+        depends = {**depends, "config": hashlib.sha1(cfg.dump().encode()).hexdigest()}
         done_file = os.path.join(cfg.OUTPUT_DIR, "evidence_run.json")
         if os.path.isfile(done_file):
             with open(done_file) as f:

@@ -7,7 +7,7 @@ Stable API for tools: :func:`read_stack`, :func:`load_stack`, :func:`validate_re
 from .bad_samples import BadSampleReport, read_bad_samples
 from .datasets import load_polar_coco_json, register_datasets_from_config, register_polar_coco_instances
 from .errors import AnnotationError, DataError, DatasetError, ImageError, StackError
-from .mapper import PolarDatasetMapper, StackAugInput, apply_geometric_transforms
+from .mapper import PolarDatasetMapper, StackAugInput, StackData, apply_geometric_transforms, stack_values, transform_stack
 from .polar_layout import PolarLayout, check_stack_config, derived_channels, polar_layout_from_config
 from .stack_io import STACK_EXTENSIONS, load_stack, read_stack, resize_stack
 from .validation import STACK_FILE_KEY, annotation_problems, validate_record
@@ -23,9 +23,12 @@ __all__ = [
     "PolarDatasetMapper",
     "PolarLayout",
     "StackAugInput",
+    "StackData",
     "StackError",
     "annotation_problems",
     "apply_geometric_transforms",
+    "stack_values",
+    "transform_stack",
     "check_stack_config",
     "derived_channels",
     "load_polar_coco_json",

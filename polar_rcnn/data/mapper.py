@@ -10,10 +10,12 @@ file, or are skipped during training (``DATASETS.ON_BAD_SAMPLE: "skip"``, see :m
 import copy
 import logging
 import os
+from dataclasses import dataclass
 from typing import List, Optional
 
 import numpy as np
 import torch
+from PIL import Image
 from fvcore.transforms.transform import BlendTransform, HFlipTransform, Transform, TransformList, VFlipTransform
 
 from detectron2.config import configurable
@@ -25,7 +27,7 @@ from detectron2.utils import comm
 from .bad_samples import ON_BAD_SAMPLE, BadSampleLog, bad_sample_log_path
 from .errors import AnnotationError, DataError, ImageError, StackError
 from .polar_layout import DERIVED_INPUTS, PolarLayout, check_stack_config
-from .stack_io import LAYOUTS, prepare_stack, read_stack
+from .stack_io import LAYOUTS, prepare_stack, read_stack, resize_stack, stack_scale, stack_to_tensor
 from .validation import STACK_FILE_KEY, annotation_problems
 
 logger = logging.getLogger(__name__)
@@ -41,6 +43,60 @@ def _flatten(tfm: Transform) -> List[Transform]:
     return [tfm]
 
 
+_FAST_GEOMETRY = (T.CropTransform, T.NoOpTransform)  # apply_image returns a view
+_INTERPOLATION = {Image.NEAREST: "nearest", Image.BILINEAR: "bilinear", Image.BICUBIC: "bicubic"}
+
+
+@dataclass
+class StackData:
+    """A stack on its way through the augmentations, kept cheap: ``array`` is (H, W, C) in its
+    stored dtype (often a view of the memory-mapped file, flipped or cropped without copying);
+    the float stack is ``array[..., channel_index] * scale``. Converted to float only when a
+    transform needs arithmetic (:meth:`to_float`)."""
+
+    array: np.ndarray
+    scale: float = 1.0
+    channel_index: Optional[np.ndarray] = None  # pending channel gather (e.g. a flip's angle swap)
+
+    def to_float(self) -> "StackData":
+        """The float32 stack with scale and channel gather applied (a new array)."""
+        array = self.array if self.channel_index is None else np.take(self.array, self.channel_index, axis=2)
+        out = np.array(array, dtype=np.float32)
+        if self.scale != 1.0:
+            out *= np.float32(self.scale)
+        return StackData(out)
+
+    def values(self) -> np.ndarray:
+        """The (H, W, C) float32 stack."""
+        return self.to_float().array
+
+    def to_tensor(self) -> torch.Tensor:
+        """(C, H, W) tensor in the stored dtype (one copy; see :func:`stack_to_tensor`)."""
+        return stack_to_tensor(self.array, self.channel_index)
+
+
+def stack_values(inputs: dict) -> torch.Tensor:
+    """The float32 (C, H, W) stack of a mapped dataset dict: ``"stack"`` times ``"stack_scale"``."""
+    return inputs["stack"].float() * float(inputs.get("stack_scale", 1.0))
+
+
+def _resize(t: T.ResizeTransform, stack: StackData) -> StackData:
+    if (t.h, t.w) == (t.new_h, t.new_w):
+        return stack  # Detectron2 would still resample; a same-size bilinear resize is the identity
+    interpolation = _INTERPOLATION.get(t.interp, "bilinear")
+    return StackData(resize_stack(stack.array, (t.new_h, t.new_w), interpolation), stack.scale, stack.channel_index)
+
+
+def _mirror(stack: StackData, polar_layout: PolarLayout) -> StackData:
+    index = polar_layout.mirror_index()
+    if index is not None and (index == np.arange(len(index))).all():
+        return stack
+    if index is not None:  # a channel permutation: compose it, gathered later in the final copy
+        composed = index if stack.channel_index is None else stack.channel_index[index]
+        return StackData(stack.array, stack.scale, composed)
+    return StackData(polar_layout.mirror(stack.values()))
+
+
 def _stack_gain(t: Transform, stack: np.ndarray) -> np.ndarray:
     """A photometric transform applied to the stack: only intensity gains (``BlendTransform``
     towards 0, e.g. ``RandomBrightness``) have a meaning for every channel."""
@@ -50,44 +106,66 @@ def _stack_gain(t: Transform, stack: np.ndarray) -> np.ndarray:
                      "equivalent (it needs RGB): remove that augmentation or set INPUT.STACK.PHOTOMETRIC False")
 
 
-def apply_geometric_transforms(tfm: Transform, stack: np.ndarray, *, polar_layout: Optional[PolarLayout] = None,
-                               photometric: bool = False) -> np.ndarray:
-    """Apply ``tfm`` (one transform or a ``TransformList``) to an (H, W, C) float stack.
+def transform_stack(tfm: Transform, stack: StackData, *, polar_layout: Optional[PolarLayout] = None,
+                    photometric: bool = False) -> StackData:
+    """Apply ``tfm`` (one transform or a ``TransformList``) to a :class:`StackData`.
 
     Geometric transforms move the pixels like the image's; after each horizontal or vertical
-    flip ``polar_layout.mirror`` also mirrors the polarization angles. Photometric transforms
-    are skipped unless ``photometric`` (then only brightness gains are allowed).
+    flip ``polar_layout`` mirrors the polarization angles. Resizes (OpenCV, skipped at the same
+    size), flips, crops and angle swaps keep the stored dtype and avoid copies where they can;
+    other transforms run on the float stack. Photometric transforms are skipped unless
+    ``photometric`` (then only brightness gains are allowed).
     """
     for t in _flatten(tfm):
         if isinstance(t, PHOTOMETRIC_TRANSFORMS):
             if photometric:
-                stack = _stack_gain(t, stack)
+                stack = StackData(_stack_gain(t, stack.values()))
             continue
         if isinstance(t, T.RotationTransform) and polar_layout is not None and polar_layout.polarization:
             raise ValueError("a rotation also rotates polarization angles, which is not implemented: "
                              "remove RandomRotation or set INPUT.STACK.POLARIZATION ''")
-        stack = t.apply_image(stack)
+        if isinstance(t, T.ResizeTransform):
+            stack = _resize(t, stack)
+        elif isinstance(t, MIRROR_TRANSFORMS):  # a view (fvcore's VFlipTransform copies twice)
+            flipped = stack.array[:, ::-1] if isinstance(t, HFlipTransform) else stack.array[::-1]
+            stack = StackData(flipped, stack.scale, stack.channel_index)
+        elif isinstance(t, _FAST_GEOMETRY):
+            stack = StackData(t.apply_image(stack.array), stack.scale, stack.channel_index)  # views
+        else:
+            stack = StackData(t.apply_image(stack.values()))
         if isinstance(t, MIRROR_TRANSFORMS) and polar_layout is not None:
-            stack = polar_layout.mirror(stack)
+            stack = _mirror(stack, polar_layout)
     return stack
+
+
+def apply_geometric_transforms(tfm: Transform, stack: np.ndarray, *, polar_layout: Optional[PolarLayout] = None,
+                               photometric: bool = False) -> np.ndarray:
+    """:func:`transform_stack` for an (H, W, C) float stack; returns the transformed float32 stack."""
+    return transform_stack(tfm, StackData(stack), polar_layout=polar_layout, photometric=photometric).values()
 
 
 class StackAugInput(T.AugInput):
     """:class:`AugInput` that also carries a stack and applies every geometric transform to it
-    (and, with a ``polar_layout``, mirrors polarization angles on flips)."""
+    (and, with a ``polar_layout``, mirrors polarization angles on flips). ``stack`` is an (H, W, C)
+    array; ``stack_scale`` turns its stored values into floats (see :class:`StackData`)."""
 
-    def __init__(self, image: np.ndarray, *, stack: Optional[np.ndarray] = None,
+    def __init__(self, image: np.ndarray, *, stack: Optional[np.ndarray] = None, stack_scale: float = 1.0,
                  polar_layout: Optional[PolarLayout] = None, stack_photometric: bool = False, **kwargs):
         super().__init__(image, **kwargs)
-        self.stack = stack
+        self.stack_data = StackData(stack, stack_scale) if stack is not None else None
         self.polar_layout = polar_layout
         self.stack_photometric = stack_photometric
 
+    @property
+    def stack(self) -> Optional[np.ndarray]:
+        """The transformed (H, W, C) float32 stack."""
+        return None if self.stack_data is None else self.stack_data.values()
+
     def transform(self, tfm: Transform) -> None:
         super().transform(tfm)
-        if self.stack is not None:
-            self.stack = apply_geometric_transforms(tfm, self.stack, polar_layout=self.polar_layout,
-                                                    photometric=self.stack_photometric)
+        if self.stack_data is not None:
+            self.stack_data = transform_stack(tfm, self.stack_data, polar_layout=self.polar_layout,
+                                              photometric=self.stack_photometric)
 
 
 def _num_classes(cfg) -> int:
@@ -103,9 +181,11 @@ def _has_flip(augmentations) -> bool:
 
 class PolarDatasetMapper(DatasetMapper):
     """:class:`DatasetMapper` that also reads ``dataset_dict["stack_file_name"]`` and returns it,
-    transformed exactly like the image, as ``"stack"``: a float32 (C, H, W) tensor scaled by
-    ``INPUT.STACK.SCALE`` and derived per ``INPUT.STACK.DERIVED`` (normalization happens in the
-    model, like the image's). Returns None for a skipped bad training sample.
+    transformed exactly like the image, as ``"stack"``: a (C, H, W) tensor in the file's dtype
+    (uint8 / uint16 / float16 / float32; channels-last strides for HWC files) with
+    ``"stack_scale"`` (``INPUT.STACK.SCALE``, or by dtype: 1/65535 for uint16) when it is not 1,
+    or the float32 inputs of ``INPUT.STACK.DERIVED``. Conversion, scaling and normalization
+    happen in the model, like the image's. Returns None for a skipped bad training sample.
     """
 
     @configurable
@@ -232,7 +312,7 @@ class PolarDatasetMapper(DatasetMapper):
         array = read_stack(path, self.stack_layout, self.stack_npz_key)
         stack, resized = prepare_stack(array, path, layout=self.stack_layout, scale=self.stack_scale,
                                        expected_channels=self.stack_channels, expected_size=image_size,
-                                       resize=self.resize_mismatched)
+                                       resize=self.resize_mismatched, to_float=False)
         if resized:
             self.num_resized += 1
             n = self.num_resized
@@ -271,17 +351,21 @@ class PolarDatasetMapper(DatasetMapper):
         if "sem_seg_file_name" in dataset_dict:
             sem_seg_gt = utils.read_image(dataset_dict.pop("sem_seg_file_name"), "L").squeeze(2)
 
-        aug_input = StackAugInput(image, stack=stack, sem_seg=sem_seg_gt, polar_layout=self.polar_layout,
-                                  stack_photometric=self.stack_photometric)
+        scale = stack_scale(stack.dtype, self.stack_scale, dataset_dict[STACK_FILE_KEY]) if stack is not None else 1.0
+        aug_input = StackAugInput(image, stack=stack, stack_scale=scale, sem_seg=sem_seg_gt,
+                                  polar_layout=self.polar_layout, stack_photometric=self.stack_photometric)
         transforms = self.augmentations(aug_input)
-        image, stack, sem_seg_gt = aug_input.image, aug_input.stack, aug_input.sem_seg
+        image, stack_data, sem_seg_gt = aug_input.image, aug_input.stack_data, aug_input.sem_seg
 
         image_shape = image.shape[:2]  # h, w
         dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
-        if stack is not None:
-            if self.polar_layout is not None:
-                stack = self.polar_layout.derive(stack, self.derived)
-            dataset_dict["stack"] = torch.as_tensor(np.ascontiguousarray(stack.transpose(2, 0, 1)))
+        if stack_data is not None:
+            if self.polar_layout is not None and self.derived != "raw":
+                stack_data = StackData(self.polar_layout.derive(stack_data.values(), self.derived))
+            # stored dtype, channels-last when the file is: the model converts, scales and normalizes
+            dataset_dict["stack"] = stack_data.to_tensor()
+            if stack_data.scale != 1.0:
+                dataset_dict["stack_scale"] = stack_data.scale
         if sem_seg_gt is not None:
             dataset_dict["sem_seg"] = torch.as_tensor(sem_seg_gt.astype("long"))
         if self.proposal_topk is not None:

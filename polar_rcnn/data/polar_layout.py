@@ -61,6 +61,16 @@ class PolarLayout:
         if self.polarization == "angles":
             P.mirror_angle_permutation(self.angles)
 
+    def mirror_index(self) -> Optional[np.ndarray]:
+        """The mirror as a channel gather (``mirrored = stack[..., index]``; identity for stacks
+        without polarization), or None where it needs arithmetic (Stokes, DoLP/AoLP)."""
+        if self.polarization == "angles":
+            perm = np.asarray(P.mirror_angle_permutation(self.angles))
+            return (np.arange(self.bands)[:, None] * self.per_band + perm[None, :]).ravel()
+        if self.polarization in ("stokes", "dolp_aolp"):
+            return None
+        return np.arange(self.channels)
+
     def mirror(self, stack: np.ndarray) -> np.ndarray:
         """Polarization values of an (H, W, C) stack whose pixels were just mirrored (flipped
         horizontally or vertically): AoLP phi -> pi - phi. Returns a new array (or ``stack``

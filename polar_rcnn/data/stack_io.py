@@ -13,6 +13,7 @@ from typing import Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+import torch
 
 from .errors import StackError
 
@@ -28,11 +29,14 @@ __all__ = [
     "LAYOUTS",
     "STACK_EXTENSIONS",
     "StackError",
+    "check_finite",
     "check_stack",
     "load_stack",
     "read_stack",
     "resize_stack",
+    "stack_scale",
     "stack_to_float",
+    "stack_to_tensor",
 ]
 
 
@@ -156,38 +160,88 @@ def check_stack(
         )
 
 
+def stack_scale(dtype: np.dtype, scale: float = 0.0, path: str = "stack") -> float:
+    """The multiplier from stored values to the float stack: ``scale``, or with 0 one chosen by
+    dtype (1/255 uint8, 1/65535 uint16, 1 floats); other integer types need an explicit scale."""
+    if scale != 0.0:
+        return float(scale)
+    dtype = np.dtype(dtype)
+    if dtype in _DTYPE_SCALE:
+        return _DTYPE_SCALE[dtype]
+    if dtype in _FLOAT_DTYPES:
+        return 1.0
+    raise StackError(path, f"stack dtype {dtype} has no default scale: set INPUT.STACK.SCALE "
+                           "(supported without it: uint8, uint16, float16, float32, float64)", kind="format")
+
+
+def check_finite(array: np.ndarray, path: str = "stack") -> None:
+    """Raise :class:`StackError` if a float stack holds NaN or Inf (integers always pass). Reads
+    the exponent bits (one integer pass, no float temporaries); locates the first bad value only
+    when there is one."""
+    if array.dtype.kind != "f":
+        return
+    bits = {2: np.uint16, 4: np.uint32, 8: np.uint64}[array.dtype.itemsize]
+    exponent = {2: 0x7C00, 4: 0x7F800000, 8: 0x7FF0000000000000}[array.dtype.itemsize]
+    magnitude = np.bitwise_and(array.view(bits), bits(exponent | (exponent - 1)))  # |x| as bits
+    if array.size == 0 or magnitude.max() < exponent:
+        return
+    bad_mask = ~np.isfinite(array)
+    bad = np.argwhere(bad_mask)[0].tolist()
+    raise StackError(path, f"stack contains NaN or Inf values (first at (y, x, c) = {tuple(bad)}; "
+                           f"{int(bad_mask.sum())} in all)", kind="nonfinite")
+
+
 def stack_to_float(array: np.ndarray, scale: float = 0.0, path: str = "stack") -> np.ndarray:
-    """Convert to a new float32 array; ``scale`` 0 picks one by dtype (1/255 uint8, 1/65535
-    uint16, 1 floats; other integer types need an explicit scale). Raises :class:`StackError`
-    on NaN / Inf."""
-    if scale == 0.0:
-        if array.dtype in _DTYPE_SCALE:
-            scale = _DTYPE_SCALE[array.dtype]
-        elif array.dtype in _FLOAT_DTYPES:
-            scale = 1.0
-        else:
-            raise StackError(path, f"stack dtype {array.dtype} has no default scale: set INPUT.STACK.SCALE "
-                                   "(supported without it: uint8, uint16, float16, float32, float64)", kind="format")
+    """Convert to a new float32 array; ``scale`` 0 picks one by dtype (see :func:`stack_scale`).
+    Raises :class:`StackError` on NaN / Inf."""
+    scale = stack_scale(array.dtype, scale, path)
+    check_finite(array, path)
     out = np.array(array, dtype=np.float32)  # always a copy: never alias a memory-mapped file
     if scale != 1.0:
         out *= np.float32(scale)
-    if array.dtype.kind == "f" and not np.isfinite(out).all():  # integers are always finite
-        bad = np.argwhere(~np.isfinite(out))[0].tolist()
-        raise StackError(path, f"stack contains NaN or Inf values (first at (y, x, c) = {tuple(bad)}; "
-                               f"{int((~np.isfinite(out)).sum())} in all)", kind="nonfinite")
     return out
 
 
-def resize_stack(stack: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of a float (H, W, C) stack to ``size`` = (H, W) (pixel-centre aligned,
-    like the image's resize), any number of channels."""
+_CV2_INTERPOLATION = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
+
+
+def resize_stack(stack: np.ndarray, size: Tuple[int, int], interpolation: str = "bilinear") -> np.ndarray:
+    """Resize an (H, W, C) stack to ``size`` = (H, W) with OpenCV (pixel-centre aligned, like the
+    image's resize), any number of channels, keeping uint8 / uint16 / float32 / float64 (float16
+    is resized as float32). ``interpolation``: "bilinear", "nearest" or "bicubic"."""
     h, w = int(size[0]), int(size[1])
+    if stack.dtype == np.float16:
+        stack = stack.astype(np.float32)
+    flag = _CV2_INTERPOLATION[interpolation]
     parts = [
-        cv2.resize(stack[..., i:i + _CV2_MAX_CHANNELS], (w, h), interpolation=cv2.INTER_LINEAR)
+        cv2.resize(np.ascontiguousarray(stack[..., i:i + _CV2_MAX_CHANNELS]), (w, h), interpolation=flag)
         for i in range(0, stack.shape[2], _CV2_MAX_CHANNELS)
     ]
     parts = [p[..., None] if p.ndim == 2 else p for p in parts]  # cv2 drops a single channel axis
     return np.concatenate(parts, axis=2) if len(parts) > 1 else parts[0]
+
+
+def stack_to_tensor(stack: np.ndarray, channel_index: Optional[np.ndarray] = None) -> torch.Tensor:
+    """An (H, W, C) array or view (memory-mapped, flipped, cropped, channel-first on disk...) as a
+    (C, H, W) tensor of its own dtype (float64 -> float32), made with one copy in the source's
+    memory order: channel-last sources give a channels-last tensor (a permuted view), so no
+    transpose is paid in the data loader; the model's input copy handles any strides.
+    ``channel_index`` (e.g. a flip's angle permutation) is gathered in the same copy."""
+    dtype = np.float32 if stack.dtype == np.float64 else stack.dtype
+    channel_first = stack.ndim == 3 and abs(stack.strides[2]) > abs(stack.strides[1])
+    if channel_first:
+        chw = stack.transpose(2, 0, 1)
+        out = np.take(chw, channel_index, axis=0) if channel_index is not None else np.array(chw, order="C")
+        return _as_tensor(out.astype(dtype, copy=False))
+    out = np.take(stack, channel_index, axis=2) if channel_index is not None else np.array(stack, order="C")
+    return _as_tensor(out.astype(dtype, copy=False)).permute(2, 0, 1)
+
+
+def _as_tensor(array: np.ndarray) -> torch.Tensor:
+    try:
+        return torch.from_numpy(array)
+    except TypeError:  # torch < 2.3 has no uint16 tensors
+        return torch.from_numpy(array.astype(np.int32))
 
 
 def prepare_stack(
@@ -199,12 +253,19 @@ def prepare_stack(
     expected_channels: Optional[int] = None,
     expected_size: Optional[Sequence[int]] = None,
     resize: bool = False,
+    to_float: bool = True,
 ) -> Tuple[np.ndarray, bool]:
-    """Check, convert to float32 and (if ``resize`` and the size differs) resize a stack read by
-    :func:`read_stack`. Returns ``(stack, was_resized)``."""
+    """Check (channels, size, NaN/Inf, dtype), convert to float32 (``to_float``; else keep the
+    stored dtype and the file's view, see :func:`stack_scale`) and (if ``resize`` and the size
+    differs) resize a stack read by :func:`read_stack`. Returns ``(stack, was_resized)``."""
     check_stack(array, path, expected_channels=expected_channels,
                 expected_size=None if resize else expected_size, layout=layout)
-    stack = stack_to_float(array, scale, path)
+    if to_float:
+        stack = stack_to_float(array, scale, path)
+    else:
+        stack_scale(array.dtype, scale, path)  # a dtype without a scale is an error here already
+        check_finite(array, path)
+        stack = array
     if expected_size is not None and stack.shape[:2] != tuple(expected_size):
         logger.debug("%s: resizing stack %s to the image's %s", path, stack.shape[:2], tuple(expected_size))
         return resize_stack(stack, expected_size), True

@@ -93,10 +93,11 @@ class PolarFPN(FPN):
             features.update({fused_name(k): features[k] for k in self.polar_branch.level_names})
             return features
         polar = self.polar_branch(stack, {k: features[k].shape[-2:] for k in self.polar_branch.level_names})
+        every = bool(available.all())  # the usual case: no per-image selection needed
         available = available.view(-1, 1, 1, 1)
         for k, p in polar.items():
             fused = self.polar_fusion[k](features[k], p)
-            features[fused_name(k)] = torch.where(available, fused, features[k])
+            features[fused_name(k)] = fused if every else torch.where(available, fused, features[k])
         return features
 
 

@@ -42,7 +42,9 @@ def has_fused_levels(backbone) -> bool:
 
 class PolarInputsMixin:
     """``preprocess_image`` for meta-architectures whose inputs may carry ``"stack"``: a (C, H, W)
-    float tensor aligned with ``"image"`` (see :class:`~polar_rcnn.data.PolarDatasetMapper`).
+    tensor aligned with ``"image"`` (any dtype and strides, e.g. uint16 channels-last from
+    :class:`~polar_rcnn.data.PolarDatasetMapper`; its values times the optional ``"stack_scale"``
+    are what ``MODEL.POLAR.STACK_MEAN/STD`` normalize).
 
     Normalizes image and stack, appends an availability plane (0 for inputs without a stack, which
     then get image-only features) and pads them together, so the stack is padded exactly like the
@@ -77,23 +79,38 @@ class PolarInputsMixin:
         return (torch.rand(num_inputs) < self.modality_dropout).tolist()
 
     def preprocess_image(self, batched_inputs: List[Dict[str, torch.Tensor]]) -> ImageList:
-        """Normalize, concatenate ``[image, stack, availability]`` per input, pad and batch."""
-        tensors = []
-        for inputs, drop in zip(batched_inputs, self.drop_stacks(len(batched_inputs))):
-            image = (inputs["image"].to(self.device) - self.pixel_mean) / self.pixel_std
-            height, width = image.shape[-2:]
+        """Normalize ``[image, stack, availability]`` per input and pad them into one batch.
+
+        The result equals ``ImageList.from_tensors`` of the per-input concatenations, built with one
+        allocation and in-place writes: the stack (any dtype, e.g. uint16 straight from the loader)
+        is converted, scaled by the input's ``"stack_scale"`` (default 1) and normalized in place.
+        """
+        images = [x["image"].to(self.device) for x in batched_inputs]
+        sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
+        height, width = max(h for h, _ in sizes), max(w for _, w in sizes)
+        stride = self.backbone.size_divisibility
+        if stride > 1:
+            height, width = -(-height // stride) * stride, -(-width // stride) * stride
+        c_image, c_stack = images[0].shape[0], self.stack_channels
+        batch = self.pixel_mean.new_zeros((len(images), c_image + c_stack + 1, height, width))
+        drops = self.drop_stacks(len(batched_inputs))
+        for i, (inputs, image, (h, w), drop) in enumerate(zip(batched_inputs, images, sizes, drops)):
+            batch[i, :c_image, :h, :w].copy_(image).sub_(self.pixel_mean).div_(self.pixel_std)
             stack = inputs.get("stack")
-            if stack is not None and tuple(stack.shape) != (self.stack_channels, height, width):
+            if stack is not None and tuple(stack.shape) != (c_stack, h, w):
                 raise ValueError(
                     f"{inputs.get('file_name', 'input')}: stack of shape {tuple(stack.shape)} does not "
-                    f"match its image; expected ({self.stack_channels}, {height}, {width})"
+                    f"match its image; expected ({c_stack}, {h}, {w})"
                 )
             if stack is None or drop:
-                tensors.append(torch.cat([image, image.new_zeros((self.stack_channels + 1, height, width))]))
-                continue
-            stack = (stack.to(self.device, image.dtype) - self.stack_mean) / self.stack_std
-            tensors.append(torch.cat([image, stack, image.new_ones((1, height, width))]))
-        return ImageList.from_tensors(tensors, self.backbone.size_divisibility)
+                continue  # zeros and availability 0: image-only features
+            scale = float(inputs.get("stack_scale", 1.0))
+            out = batch[i, c_image : c_image + c_stack, :h, :w]
+            out.copy_(stack.to(self.device, non_blocking=True))
+            out.mul_(self.stack_std.reciprocal() * scale if scale != 1.0 else self.stack_std.reciprocal())
+            out.sub_(self.stack_mean / self.stack_std)
+            batch[i, -1, :h, :w] = 1.0
+        return ImageList(batch, sizes)
 
 
 @META_ARCH_REGISTRY.register()

@@ -134,9 +134,17 @@ class PolarBranch(nn.Module):
         hidden = self.pre(stack)
         out = {}
         for name in self.level_names:
-            resized = F.interpolate(hidden, size=tuple(sizes[name]), mode="bilinear", align_corners=False)
+            resized = _resize(hidden, tuple(sizes[name]))
             out[name] = resized if self.num_stages == 1 else self.post[name](resized)
         return out
+
+
+def _resize(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize to ``size``; a same-size resize is the identity and is skipped (e.g. P2 at
+    INPUT_STRIDE 4)."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 def _init_last(conv: nn.Conv2d, zero_init: bool) -> None:

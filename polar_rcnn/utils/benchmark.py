@@ -44,7 +44,6 @@ from detectron2.utils.events import EventStorage
 
 from ..data import PolarDatasetMapper
 from ..data import mapper as mapper_module
-from ..data.stack_io import resize_stack
 from ..engine.freezing import freeze_from_config
 from .cli import setup_cfg
 
@@ -65,23 +64,25 @@ class Variant:
 
 VANILLA = "vanilla"
 _LIGHTEST = {"MODEL.POLAR.NUM_STAGES": 1, "MODEL.POLAR.PRE_KERNEL_SIZE": 1, "MODEL.POLAR.INPUT_STRIDE": 4}
+_NOTEBOOK = {"MODEL.POLAR.PRE_KERNEL_SIZE": 3, "MODEL.POLAR.POST_KERNEL_SIZE": 3, "MODEL.POLAR.INPUT_STRIDE": 1}
 VARIANTS: "OrderedDict[str, Variant]" = OrderedDict(
     (v.name, v)
     for v in (
         Variant(VANILLA, "vanilla Detectron2 (GeneralizedRCNN + build_resnet_fpn_backbone)",
                 {"MODEL.META_ARCHITECTURE": "GeneralizedRCNN", "MODEL.BACKBONE.NAME": "build_resnet_fpn_backbone",
                  "INPUT.STACK.ENABLED": False}),
-        Variant("default", "default"),  # the config's MODEL.POLAR: 2 stages, hidden 96, 3x3, stride 1, add, rpn
+        Variant("default", "default"),  # the config's MODEL.POLAR: 2 stages, hidden 96, 1x1, INPUT_STRIDE 4, add, rpn
         Variant("inject_both", "default, INJECT both", {"MODEL.POLAR.INJECT": "both"}),
         Variant("concat", "default, FUSION concat", {"MODEL.POLAR.FUSION": "concat"}),
         Variant("gate", "default, FUSION gate", {"MODEL.POLAR.FUSION": "gate"}),
         Variant("channel_attention", "default, FUSION channel_attention",
                 {"MODEL.POLAR.FUSION": "channel_attention"}),
-        Variant("stride4", "default, INPUT_STRIDE 4", {"MODEL.POLAR.INPUT_STRIDE": 4}),
-        Variant("post1x1", "default, POST_KERNEL_SIZE 1", {"MODEL.POLAR.POST_KERNEL_SIZE": 1}),
-        Variant("1x1_stride4", "2 stages, 1x1 convs, INPUT_STRIDE 4",
-                {"MODEL.POLAR.PRE_KERNEL_SIZE": 1, "MODEL.POLAR.POST_KERNEL_SIZE": 1, "MODEL.POLAR.INPUT_STRIDE": 4}),
-        Variant("one_stage", "1 stage, 3x3, INPUT_STRIDE 1", {"MODEL.POLAR.NUM_STAGES": 1}),
+        # the design steps from the research notebook's branch to the default
+        Variant("notebook", "notebook: 2 stages, 3x3 convs, INPUT_STRIDE 1", _NOTEBOOK),
+        Variant("notebook_stride4", "notebook at INPUT_STRIDE 4 (3x3 convs)", {**_NOTEBOOK, "MODEL.POLAR.INPUT_STRIDE": 4}),
+        Variant("notebook_1x1", "notebook with 1x1 convs (INPUT_STRIDE 1)",
+                {**_NOTEBOOK, "MODEL.POLAR.PRE_KERNEL_SIZE": 1, "MODEL.POLAR.POST_KERNEL_SIZE": 1}),
+        Variant("one_stage", "1 stage, 3x3, INPUT_STRIDE 1", {**_NOTEBOOK, "MODEL.POLAR.NUM_STAGES": 1}),
         Variant("lightest", "lightest: 1 stage, 1x1, INPUT_STRIDE 4", _LIGHTEST),
         Variant("early", "early fusion (stem)", {"MODEL.BACKBONE.NAME": "build_early_fusion_resnet_fpn_backbone"}),
     )
@@ -583,43 +584,22 @@ def write_synthetic_files(root: str, num_files: int, size: Tuple[int, int], stac
     return records
 
 
-def mapper_config(base: CfgNode, size: Tuple[int, int]) -> CfgNode:
-    """``base`` whose training resize keeps ``size`` (short side and max size of that size)."""
+def mapper_config(base: CfgNode, size: Tuple[int, int], scale: float = 1.0) -> CfgNode:
+    """``base`` whose training resize takes ``size`` images to ``scale`` times their size (1: the
+    same size; 0.8: e.g. 800x1333 -> 640x1066, as multi-scale training does)."""
     cfg = base.clone()
     cfg.defrost()
-    cfg.INPUT.MIN_SIZE_TRAIN = (min(size),)
-    cfg.INPUT.MAX_SIZE_TRAIN = max(size)
+    cfg.INPUT.MIN_SIZE_TRAIN = (int(round(min(size) * scale)),)
+    cfg.INPUT.MAX_SIZE_TRAIN = int(round(max(size) * scale))
     cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING = "choice"
     return cfg
 
 
-def build_mappers(base: CfgNode, size: Tuple[int, int]) -> Dict[str, Callable]:
-    """``{"rgb": Detectron2's DatasetMapper, "polar": PolarDatasetMapper}`` for training at ``size``."""
-    cfg = mapper_config(base, size)
+def build_mappers(base: CfgNode, size: Tuple[int, int], scale: float = 1.0) -> Dict[str, Callable]:
+    """``{"rgb": Detectron2's DatasetMapper, "polar": PolarDatasetMapper}`` for training at ``size``
+    resized by ``scale``."""
+    cfg = mapper_config(base, size, scale)
     return {"rgb": DatasetMapper(cfg, is_train=True), "polar": PolarDatasetMapper(cfg, is_train=True)}
-
-
-@contextlib.contextmanager
-def cv2_stack_resize():
-    """Prototype, not the mapper's behaviour: inside the block the polar mapper resizes stacks with
-    OpenCV (:func:`~polar_rcnn.data.stack_io.resize_stack`) instead of Detectron2's
-    ``ResizeTransform`` (torch ``interpolate`` for non-uint8 arrays) and skips same-size resizes."""
-    original = mapper_module.apply_geometric_transforms
-
-    def patched(tfm, stack, **kwargs):
-        for t in mapper_module._flatten(tfm):
-            if isinstance(t, ResizeTransform):
-                if (t.h, t.w) != (t.new_h, t.new_w):
-                    stack = resize_stack(stack, (t.new_h, t.new_w))
-            else:
-                stack = original(t, stack, **kwargs)
-        return stack
-
-    mapper_module.apply_geometric_transforms = patched
-    try:
-        yield
-    finally:
-        mapper_module.apply_geometric_transforms = original
 
 
 class _MappedRecords(Dataset):
@@ -660,33 +640,30 @@ def mapper_throughput(mapper: Callable, records: List[Dict[str, Any]], num_worke
 
 
 def measure_mappers(base: CfgNode, size: Tuple[int, int], records: Mapping[str, List[Dict[str, Any]]],
-                    workers: Sequence[int], num_samples: int, repeats: int = 3, prototype: bool = False,
+                    workers: Sequence[int], num_samples: int, repeats: int = 3, scales: Sequence[float] = (1.0,),
                     progress: Callable[[str], None] = logger.info) -> List[Dict[str, Any]]:
-    """Rows (size, mapper, stack dtype, workers, median samples/s and ms/sample, ratio of ms/sample
-    to the RGB mapper's with the same workers). The RGB mapper reads the images of the first dtype's
-    records; configurations are interleaved over ``repeats``. ``prototype`` adds "polar_cv2" rows:
-    the polar mapper under :func:`cv2_stack_resize`."""
-    mappers = build_mappers(base, size)
-    mappers["polar_cv2"] = mappers["polar"]
+    """Rows (size, resize scale, mapper, stack dtype, workers, median samples/s and ms/sample, ratio
+    of ms/sample to the RGB mapper's with the same scale and workers). The RGB mapper reads the
+    images of the first dtype's records; configurations are interleaved over ``repeats``."""
     dtypes = list(records)
     cases = [("rgb", dtypes[0], None)] + [("polar", d, d) for d in dtypes]
-    cases += [("polar_cv2", d, d) for d in dtypes] if prototype else []
     size_text = f"{size[0]}x{size[1]}"
-    results = {(c[0], c[2], w): [] for c in cases for w in workers}
+    mappers = {scale: build_mappers(base, size, scale) for scale in scales}
+    results = {(scale, c[0], c[2], w): [] for scale in scales for c in cases for w in workers}
     for rep in range(repeats):
         progress(f"{size_text}: mappers, round {rep + 1}/{repeats}")
         shift = rep % len(cases)
-        for name, records_key, dtype in cases[shift:] + cases[:shift]:
-            with cv2_stack_resize() if name == "polar_cv2" else contextlib.nullcontext():
+        for scale in scales:
+            for name, records_key, dtype in cases[shift:] + cases[:shift]:
                 for w in workers:
-                    results[(name, dtype, w)].append(
-                        mapper_throughput(mappers[name], records[records_key], w, num_samples, seed=rep))
+                    results[(scale, name, dtype, w)].append(
+                        mapper_throughput(mappers[scale][name], records[records_key], w, num_samples, seed=rep))
     rows = []
-    for (name, dtype, w), runs in results.items():
-        rows.append({"size": size_text, "mapper": name, "stack_dtype": dtype or "-", "workers": w,
+    for (scale, name, dtype, w), runs in results.items():
+        rows.append({"size": size_text, "resize": scale, "mapper": name, "stack_dtype": dtype or "-", "workers": w,
                      "samples_per_s": statistics.median(r["samples_per_s"] for r in runs),
                      "ms_per_sample": statistics.median(r["ms_per_sample"] for r in runs)})
-    add_ratios(rows, ("ms_per_sample",), key="mapper", base="rgb", group=("size", "workers"))
+    add_ratios(rows, ("ms_per_sample",), key="mapper", base="rgb", group=("size", "resize", "workers"))
     return rows
 
 

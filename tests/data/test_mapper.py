@@ -8,7 +8,7 @@ from detectron2.data import transforms as T
 from detectron2.structures import BoxMode
 
 from common import get_polar_cfg
-from polar_rcnn.data import STACK_FILE_KEY, PolarDatasetMapper, StackError
+from polar_rcnn.data import STACK_FILE_KEY, PolarDatasetMapper, StackError, stack_values
 
 H, W = 48, 64
 C = 4  # x, y, gray, 1 - gray
@@ -62,10 +62,10 @@ def test_stack_follows_geometric_transforms(tmp_path, flip):
     augs = ([T.RandomFlip(prob=1.0, horizontal=True)] if flip else []) + [T.ResizeShortestEdge(72, 1000)]
     out = make_mapper(augmentations=augs)(record)
 
-    image, stack = out["image"].numpy().astype(np.float64), out["stack"].numpy()
+    image, stack = out["image"].numpy().astype(np.float64), stack_values(out).numpy()
     assert image.shape == (3, 72, 96)
     assert stack.shape == (C,) + image.shape[1:]
-    assert stack.dtype == np.float32
+    assert out["stack"].dtype == torch.float32  # the file's dtype is kept
 
     gray = image.mean(axis=0) / 255
     assert corr(gray, stack[2]) > 0.99
@@ -150,7 +150,9 @@ def test_stack_dtypes_are_scaled_to_float(tmp_path, dtype, scale, layout):
     on_disk = hwc if layout == "HWC" else np.ascontiguousarray(hwc.transpose(2, 0, 1))
     record, _, _ = write_sample(tmp_path, stack=on_disk)
     out = make_mapper(INPUT__STACK__LAYOUT=layout)(record)
-    stack = out["stack"]
+    assert out["stack"].dtype == torch.from_numpy(np.zeros(1, dtype)).dtype  # stored dtype, converted in the model
+    assert out.get("stack_scale", 1.0) == pytest.approx(scale)
+    stack = stack_values(out)
     assert stack.dtype == torch.float32 and tuple(stack.shape) == (C, H, W)
     expected = hwc.astype(np.float32).transpose(2, 0, 1) * np.float32(scale)
     np.testing.assert_allclose(stack.numpy(), expected, rtol=1e-6, atol=0)
@@ -168,7 +170,7 @@ def test_explicit_scale_overrides_dtype_scale(tmp_path):
     hwc = np.full((H, W, C), 1000, np.uint16)
     record, _, _ = write_sample(tmp_path, stack=hwc)
     out = make_mapper(INPUT__STACK__SCALE=0.5)(record)
-    assert torch.all(out["stack"] == 500.0)
+    assert out["stack_scale"] == 0.5 and torch.all(stack_values(out) == 500.0)
 
 
 def test_output_stack_does_not_alias_the_file(tmp_path):
@@ -263,3 +265,47 @@ def test_mapper_output_feeds_the_model(tmp_path):
     with EventStorage():
         losses = model([out])
     assert all(torch.isfinite(v) for v in losses.values())
+
+
+# ------------------------------------------------------------------------- the fast (stored-dtype) path
+@pytest.mark.parametrize("layout", ["HWC", "CHW"])
+def test_stack_tensor_keeps_the_file_memory_order(tmp_path, layout):
+    """One copy in the file's order: HWC files give a channels-last (C, H, W) tensor, CHW files a
+    contiguous one; values are the same either way."""
+    hwc = np.random.default_rng(0).integers(0, 65535, (H, W, C), endpoint=True).astype(np.uint16)
+    on_disk = hwc if layout == "HWC" else np.ascontiguousarray(hwc.transpose(2, 0, 1))
+    record, _, _ = write_sample(tmp_path, stack=on_disk)
+    out = make_mapper(INPUT__STACK__LAYOUT=layout)(record)
+    stack = out["stack"]
+    assert stack.dtype == torch.uint16 and tuple(stack.shape) == (C, H, W)
+    assert stack.stride() == ((1, W * C, C) if layout == "HWC" else (H * W, W, 1))
+    np.testing.assert_array_equal(stack.numpy(), hwc.transpose(2, 0, 1))
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float16, np.float32])
+def test_flips_and_resize_in_stored_dtype_match_the_float_path(tmp_path, dtype):
+    """The angle swap of a flip is gathered in the final copy; a resize runs in the stored dtype:
+    the result equals the same transforms applied eagerly to the float32 stack."""
+    from polar_rcnn.data import PolarLayout, apply_geometric_transforms
+
+    rng = np.random.default_rng(1)
+    stack = rng.random((H, W, 8), dtype=np.float32)
+    stored = np.round(stack * 65535).astype(dtype) if dtype == np.uint16 else stack.astype(dtype)
+    record, _, _ = write_sample(tmp_path, stack=stored)
+    augs = [T.HFlipTransform(W), T.ResizeTransform(H, W, 36, 48), T.VFlipTransform(36), T.HFlipTransform(48)]
+    out = make_mapper(augmentations=augs, channels=8, INPUT__STACK__POLARIZATION="angles")(record)
+    assert out["stack"].dtype == torch.from_numpy(np.zeros(1, dtype)).dtype or dtype == np.float16
+    scale = 1 / 65535 if dtype == np.uint16 else 1.0
+    reference = apply_geometric_transforms(T.TransformList(augs), stored.astype(np.float32) * np.float32(scale),
+                                           polar_layout=PolarLayout("angles", (0, 45, 90, 135), 8))
+    atol = 1.5 / 65535 if dtype == np.uint16 else 1e-6  # uint16 resize rounds to the nearest level
+    np.testing.assert_allclose(stack_values(out).numpy(), reference.transpose(2, 0, 1), atol=atol, rtol=0)
+
+
+def test_float16_nan_is_found_without_float_conversion(tmp_path):
+    stack = np.random.default_rng(0).random((H, W, C)).astype(np.float16)
+    stack[7, 9, 2] = np.inf
+    record, _, _ = write_sample(tmp_path, stack=stack)
+    with pytest.raises(StackError, match=r"NaN or Inf.*\(7, 9, 2\)") as e:
+        make_mapper()(record)
+    assert record[STACK_FILE_KEY] in str(e.value)

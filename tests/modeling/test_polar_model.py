@@ -252,3 +252,24 @@ def test_stack_with_wrong_shape_raises(stack_shape):
     with pytest.raises(ValueError, match=expected) as info, torch.no_grad():
         model([inputs])
     assert "some/image.png" in str(info.value)
+
+
+def test_stored_dtype_stacks_preprocess_like_float_stacks():
+    """uint16 (channels-last, with ``stack_scale``) and float16 stacks from the loader give the
+    same padded, normalized batch as the equivalent float32 stacks."""
+    model = build(MODEL__POLAR__STACK_MEAN=[0.3], MODEL__POLAR__STACK_STD=[0.2])
+    inputs = random_inputs(2, sizes=((64, 80), (48, 96)))
+    g = torch.Generator().manual_seed(0)
+    raw = [torch.randint(0, 65536, (x["image"].shape[1], x["image"].shape[2], TEST_STACK_CHANNELS),
+                         generator=g, dtype=torch.int32) for x in inputs]
+    as_float = [dict(x, stack=(r.permute(2, 0, 1) / 65535.0).float()) for x, r in zip(inputs, raw)]
+    as_uint16 = [dict(x, stack=r.to(torch.uint16).permute(2, 0, 1), stack_scale=1 / 65535) for x, r in zip(inputs, raw)]
+    as_half = [dict(x, stack=s["stack"].half()) for x, s in zip(inputs, as_float)]
+    expected = model.preprocess_image(as_float)
+    for variant in (as_uint16, as_half):
+        got = model.preprocess_image(variant)
+        assert got.image_sizes == expected.image_sizes == [(64, 80), (48, 96)]
+        atol = 1e-5 if variant is as_uint16 else 3e-3  # float16 keeps ~3 significant digits
+        torch.testing.assert_close(got.tensor, expected.tensor, atol=atol, rtol=0)
+    assert expected.tensor.shape[-2:] == (64, 96)  # padded to the largest, divisible by 32
+    assert (expected.tensor[1, :, 48:] == 0).all() and (expected.tensor[0, -1, :64, :80] == 1).all()

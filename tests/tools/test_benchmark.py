@@ -47,20 +47,21 @@ def test_quick_run_gives_models_mappers_and_targets(tmp_path):
     assert vanilla["gflops"] < default["gflops"]
 
     mappers = report["mappers"]
-    assert {(r["mapper"], r["stack_dtype"], r["workers"]) for r in mappers} == {
-        ("rgb", "-", 0), ("polar", "float16", 0), ("polar", "uint16", 0)}
-    rgb = next(r for r in mappers if r["mapper"] == "rgb")
+    assert {(r["resize"], r["mapper"], r["stack_dtype"], r["workers"]) for r in mappers} == {
+        (scale, *case) for scale in (1.0, 0.8)
+        for case in (("rgb", "-", 0), ("polar", "float16", 0), ("polar", "uint16", 0))}
     for r in mappers:
+        rgb = next(x for x in mappers if x["mapper"] == "rgb" and x["resize"] == r["resize"])
         assert r["samples_per_s"] > 0 and r["ms_per_sample"] > 0
         assert r["ms_per_sample_ratio"] == pytest.approx(r["ms_per_sample"] / rgb["ms_per_sample"])
 
     targets = [t["target"] for t in report["targets"]]
-    assert len(targets) == 2 * 2 + 2  # default / lightest x train / inference, 2 mapper dtypes
+    assert len(targets) == 2 * 2 + 2 * 2  # default / lightest x train / inference, 2 resizes x 2 mapper dtypes
     assert all(t["met"] in (True, False) for t in report["targets"])
 
     text = benchmark.to_markdown(report)
     assert "| size  | batch | variant  | params (M) |" in text
-    assert text.count("| 64x96 |") == 3 + 3
+    assert text.count("| 64x96 |") == 3 + 2 * 3
     assert "## Targets" in text and "## Data mappers" in text
 
     md, js = benchmark.write_outputs(report, str(tmp_path / "bench.md"))
