@@ -139,9 +139,10 @@ def test_train_step_reaches_the_branch(inject):
         assert set(losses) >= {"loss_cls", "loss_box_reg", "loss_rpn_cls", "loss_rpn_loc"}
         assert all(torch.isfinite(v) for v in losses.values()), losses
         sum(losses.values()).backward()
-        for level in consumed:
-            grad = branch.post[level].weight.grad
-            assert grad is not None and grad.abs().sum() > 0, level
+        grads = {level: branch.post[level].weight.grad for level in consumed}
+        assert all(g is not None for g in grads.values()), grads.keys()
+        # a level's gradient is 0 when the RPN samples none of its anchors, so check the sum
+        assert sum(g.abs().sum() for g in grads.values()) > 0
         # post convs are zero: nothing flows back into the first conv yet
         pre_grad = branch.pre.weight.grad
         assert pre_grad is None or pre_grad.abs().sum() == 0
