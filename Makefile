@@ -28,8 +28,9 @@ test: $(READY)
 	$(PY) -m pytest -q tests
 
 ## bench: polar branch cost vs vanilla Detectron2 (time, FLOPs, memory, mappers; see docs/PERFORMANCE.md)
+## (1 torch thread: stable ratios on a shared 2-core machine; BENCH_ARGS="--threads 0 ..." for all cores)
 bench: $(READY)
-	$(PY) tools/benchmark.py --output $(BENCH_OUT) $(BENCH_ARGS)
+	$(PY) tools/benchmark.py --threads 1 --output $(BENCH_OUT) $(BENCH_ARGS)
 
 ## evidence: every variant x 3 seeds on synthetic stack + control data -> docs/RESULTS.md (~35 min on 2 CPU cores)
 evidence: $(READY)

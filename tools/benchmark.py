@@ -76,7 +76,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--iters", type=int,
                    help="timed rounds; each times one iteration per variant "
                         "(default: 2 at >= 500k pixels, else 3; quick: 2)")
-    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch.set_num_threads")
+    p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default, all cores)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--lr", type=float, default=0.0, help="optimizer learning rate (0: same weights every iteration)")
     p.add_argument("--depth", type=int, help="override MODEL.RESNETS.DEPTH (e.g. 18)")
@@ -119,6 +119,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def _complete(args: argparse.Namespace) -> None:
     """Fill the options left unset from the full or the --quick preset; parse sizes and variants."""
     quick = args.quick
+    args.threads = args.threads if args.threads > 0 else torch.get_num_threads()
     args.sizes = [B.parse_size(s) for s in (args.sizes or (["320x480"] if quick else ["800x1333", "320x480"]))]
     names = args.variants or (QUICK_VARIANTS if quick else DEFAULT_VARIANTS)
     if args.profile:

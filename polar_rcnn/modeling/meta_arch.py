@@ -82,7 +82,7 @@ class PolarInputsMixin:
         """Normalize ``[image, stack, availability]`` per input and pad them into one batch.
 
         The result equals ``ImageList.from_tensors`` of the per-input concatenations, built with one
-        allocation and in-place writes: the stack (any dtype, e.g. uint16 straight from the loader)
+        allocation and in-place writes (only the padding is zero-filled): the stack (any dtype, e.g. uint16 straight from the loader)
         is converted, scaled by the input's ``"stack_scale"`` (default 1) and normalized in place.
         """
         images = [x["image"].to(self.device) for x in batched_inputs]
@@ -92,9 +92,11 @@ class PolarInputsMixin:
         if stride > 1:
             height, width = -(-height // stride) * stride, -(-width // stride) * stride
         c_image, c_stack = images[0].shape[0], self.stack_channels
-        batch = self.pixel_mean.new_zeros((len(images), c_image + c_stack + 1, height, width))
+        batch = self.pixel_mean.new_empty((len(images), c_image + c_stack + 1, height, width))
         drops = self.drop_stacks(len(batched_inputs))
         for i, (inputs, image, (h, w), drop) in enumerate(zip(batched_inputs, images, sizes, drops)):
+            batch[i, :, h:].zero_()  # padding (bottom, right); every other value is written below
+            batch[i, :, :h, w:].zero_()
             batch[i, :c_image, :h, :w].copy_(image).sub_(self.pixel_mean).div_(self.pixel_std)
             stack = inputs.get("stack")
             if stack is not None and tuple(stack.shape) != (c_stack, h, w):
@@ -103,7 +105,8 @@ class PolarInputsMixin:
                     f"match its image; expected ({c_stack}, {h}, {w})"
                 )
             if stack is None or drop:
-                continue  # zeros and availability 0: image-only features
+                batch[i, c_image:, :h, :w].zero_()  # zeros and availability 0: image-only features
+                continue
             scale = float(inputs.get("stack_scale", 1.0))
             out = batch[i, c_image : c_image + c_stack, :h, :w]
             out.copy_(stack.to(self.device, non_blocking=True))

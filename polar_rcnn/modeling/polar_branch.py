@@ -131,6 +131,10 @@ class PolarBranch(nn.Module):
             )
         if self.input_stride > 1:
             stack = F.avg_pool2d(stack, self.input_stride, ceil_mode=True)
+        if self.num_stages == 1 and self.pre.kernel_size == (1, 1):
+            # a 1x1 conv commutes with the bilinear resize: resize the C-channel input (no gradient
+            # needed) instead of the FPN-wide output, whose resize backward zero-fills full buffers
+            return {name: self.pre(_resize(stack, tuple(sizes[name]))) for name in self.level_names}
         hidden = self.pre(stack)
         out = {}
         for name in self.level_names:

@@ -197,3 +197,14 @@ def test_photometric_gain_reaches_the_stack_only_when_configured():
                         INPUT__STACK__PHOTOMETRIC=True)
     with pytest.raises(ValueError, match="PHOTOMETRIC"):
         PolarDatasetMapper(cfg, is_train=True)
+
+
+def test_mirror_index_is_the_mirror_as_a_gather():
+    """The loader composes flips as channel gathers; for angle stacks the gather equals mirror()."""
+    stack = np.random.default_rng(0).random((3, 4, 8)).astype(np.float32)
+    angles = PolarLayout("angles", (0, 45, 90, 135), 8)
+    np.testing.assert_array_equal(stack[..., angles.mirror_index()], angles.mirror(stack))
+    assert angles.mirror_index().tolist() == [0, 3, 2, 1, 4, 7, 6, 5]
+    assert PolarLayout("", channels=5).mirror_index().tolist() == list(range(5))  # nothing to mirror
+    assert PolarLayout("stokes", channels=6).mirror_index() is None  # needs arithmetic (S2 -> -S2)
+    assert PolarLayout("dolp_aolp", channels=4).mirror_index() is None

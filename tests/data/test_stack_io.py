@@ -118,3 +118,18 @@ def test_bad_layout_is_a_config_error(tmp_path):
     path = write(tmp_path, random_hwc("uint8"), "npy", "HWC")
     with pytest.raises(ValueError, match="INPUT.STACK.LAYOUT"):
         read_stack(path, "WHC")
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_check_finite_reads_exponent_bits(dtype, bad):
+    from polar_rcnn.data.stack_io import check_finite
+
+    stack = np.random.default_rng(0).random((6, 5, 3)).astype(dtype)
+    stack[..., 0] = np.finfo(dtype).max  # the largest finite value passes
+    check_finite(stack, "x.npy")
+    check_finite(stack[:, ::-1].transpose(1, 0, 2), "x.npy")  # any strides
+    stack[4, 2, 1] = bad
+    with pytest.raises(StackError, match=r"x.npy.*\(4, 2, 1\); 1 in all"):
+        check_finite(stack, "x.npy")
+    check_finite(np.full((2, 2, 2), 65535, np.uint16), "ints.npy")  # integers are always finite

@@ -274,3 +274,35 @@ def test_stored_dtype_stacks_preprocess_like_float_stacks():
         torch.testing.assert_close(got.tensor, expected.tensor, atol=atol, rtol=0)
     assert expected.tensor.shape[-2:] == (64, 96)  # padded to the largest, divisible by 32
     assert (expected.tensor[1, :, 48:] == 0).all() and (expected.tensor[0, -1, :64, :80] == 1).all()
+
+
+def test_preprocess_zeroes_padding_and_missing_stacks():
+    """The batch is allocated without zero-filling: padding and a missing stack must still be 0."""
+    model = build(MODEL__POLAR__STACK_MEAN=[0.5], MODEL__POLAR__STACK_STD=[0.25])
+    inputs = random_inputs(3, sizes=((64, 80), (48, 96), (70, 50)), with_stack=[True, False, True])
+    for _ in range(3):  # reused allocator memory is not zero
+        batch = model.preprocess_image(inputs).tensor
+        assert batch.shape == (3, 3 + TEST_STACK_CHANNELS + 1, 96, 96) and torch.isfinite(batch).all()
+        for i, (h, w) in enumerate(((64, 80), (48, 96), (70, 50))):
+            assert (batch[i, :, h:] == 0).all() and (batch[i, :, :, w:] == 0).all()
+            assert (batch[i, -1, :h, :w] == (0.0 if i == 1 else 1.0)).all()
+        assert (batch[1, 3:] == 0).all()
+        stack = (inputs[2]["stack"] - 0.5) / 0.25
+        torch.testing.assert_close(batch[2, 3:-1, :70, :50], stack, atol=1e-5, rtol=0)
+
+
+def test_one_stage_1x1_branch_resizes_the_input_like_the_output():
+    """One-stage 1x1: conv(resize(x)) is computed, equal to resize(conv(x)) (both linear)."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    branch = PolarBranch(in_channels=4, hidden_channels=8, out_channels=16, level_names=["p2", "p3", "p4"],
+                         num_stages=1, pre_kernel_size=1, input_stride=4, zero_init=False)
+    stack = torch.rand(2, 4, 64, 96)
+    sizes = {"p2": (16, 24), "p3": (8, 12), "p4": (4, 6)}
+    out = branch(stack, sizes)
+    full = branch.pre(F.avg_pool2d(stack, 4, ceil_mode=True))
+    for name, size in sizes.items():
+        expected = full if tuple(full.shape[-2:]) == size else F.interpolate(full, size=size, mode="bilinear",
+                                                                             align_corners=False)
+        torch.testing.assert_close(out[name], expected, atol=1e-5, rtol=1e-5)

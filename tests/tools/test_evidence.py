@@ -9,7 +9,7 @@ from polar_rcnn.evaluation.report import format_mean_std, paired_differences, ve
 evidence = load_tool("evidence")
 
 
-def test_miniature_evidence_writes_the_report_and_resumes(tmp_path, capsys):
+def test_miniature_evidence_writes_the_report_and_resumes(tmp_path, capsys, monkeypatch):
     report = tmp_path / "RESULTS.md"
     argv = ["--output", str(tmp_path / "ev"), "--results", str(report), "--seeds", "0",
             "--variants", "rgb_only", "branch_both", "--iters", "1", "--pretrain-iters", "1", "--size", "48",
@@ -36,6 +36,20 @@ def test_miniature_evidence_writes_the_report_and_resumes(tmp_path, capsys):
     assert evidence.main(argv) == 0  # everything done: reused, same table
     assert capsys.readouterr().out.count("reused") == 5  # pretraining + 4 runs
     assert header in report.read_text()
+
+    # a changed default (not in the options) changes the resolved config: nothing is reused
+    original = evidence.setup_cfg
+
+    def other_default(config_file, opts):
+        cfg = original(config_file, opts)
+        cfg.defrost()
+        cfg.MODEL.POLAR.HIDDEN_CHANNELS = 8
+        cfg.freeze()
+        return cfg
+
+    monkeypatch.setattr(evidence, "setup_cfg", other_default)
+    assert evidence.main(argv) == 0
+    assert capsys.readouterr().out.count("reused") == 0
 
 
 def test_summaries_over_seeds():
