@@ -125,6 +125,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         "share, 2 threads measured 3-10x slower per iteration than 1")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="MODEL.DEVICE")
     p.add_argument("--verbose", action="store_true", help="training logs on the console too (always in <output>/log.txt)")
+    p.add_argument("--polar-opts", nargs="+", default=[], metavar="KEY VALUE",
+                   help="config overrides for the runs of the polar-branch variants (branch design ablations, "
+                        "e.g. MODEL.POLAR.POST_KERNEL_SIZE 1); use another --output and --results")
     args = p.parse_args(argv)
     if args.scale <= 0 or min(args.iters, args.pretrain_iters, args.batch, args.size, args.train_videos,
                               args.val_videos, args.frames_per_video) < 1:
@@ -133,6 +136,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         p.error("--fpn-channels must be a multiple of 32 (GroupNorm with 32 groups)")
     if args.threads < 0 or args.workers < 0:
         p.error("--threads and --workers must be >= 0")
+    if len(args.polar_opts) % 2:
+        p.error("--polar-opts takes KEY VALUE pairs")
     return args
 
 
@@ -245,7 +250,8 @@ class Evidence:
         v = VARIANTS[variant]
         return ["MODEL.WEIGHTS", os.path.join(self.pretrain_dir(), "model_final.pth") if v.pretrained else "",
                 "SOLVER.MAX_ITER", str(self.iters), "SOLVER.WARMUP_ITERS", str(min(20, self.iters // 4)),
-                "SEED", seed, *v.opts, "OUTPUT_DIR", os.path.join(self.out, "runs", dataset, variant, f"seed{seed}")]
+                "SEED", seed, *v.opts, *(self.args.polar_opts if v.config == DEMO else ()),
+                "OUTPUT_DIR", os.path.join(self.out, "runs", dataset, variant, f"seed{seed}")]
 
     def data_fingerprint(self, name: str) -> str:
         """The generator parameters of a dataset (its generator.json), as a digest."""

@@ -233,8 +233,18 @@ def stack_to_tensor(stack: np.ndarray, channel_index: Optional[np.ndarray] = Non
         chw = stack.transpose(2, 0, 1)
         out = np.take(chw, channel_index, axis=0) if channel_index is not None else np.array(chw, order="C")
         return _as_tensor(out.astype(dtype, copy=False))
-    out = np.take(stack, channel_index, axis=2) if channel_index is not None else np.array(stack, order="C")
+    if channel_index is not None:
+        out = np.take(stack, channel_index, axis=2)
+    elif _owned(stack):
+        out = stack  # a fresh array of this sample (e.g. resized): no copy needed
+    else:
+        out = np.array(stack, order="C")
     return _as_tensor(out.astype(dtype, copy=False)).permute(2, 0, 1)
+
+
+def _owned(array: np.ndarray) -> bool:
+    """A C-contiguous, writeable array that owns its memory (not a view of a file or another array)."""
+    return array.base is None and array.flags.c_contiguous and array.flags.writeable
 
 
 def _as_tensor(array: np.ndarray) -> torch.Tensor:

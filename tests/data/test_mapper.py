@@ -282,7 +282,7 @@ def test_stack_tensor_keeps_the_file_memory_order(tmp_path, layout):
     np.testing.assert_array_equal(stack.numpy(), hwc.transpose(2, 0, 1))
 
 
-@pytest.mark.parametrize("dtype", [np.uint16, np.float16, np.float32])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float16, np.float32])
 def test_flips_and_resize_in_stored_dtype_match_the_float_path(tmp_path, dtype):
     """The angle swap of a flip is gathered in the final copy; a resize runs in the stored dtype:
     the result equals the same transforms applied eagerly to the float32 stack."""
@@ -290,15 +290,16 @@ def test_flips_and_resize_in_stored_dtype_match_the_float_path(tmp_path, dtype):
 
     rng = np.random.default_rng(1)
     stack = rng.random((H, W, 8), dtype=np.float32)
-    stored = np.round(stack * 65535).astype(dtype) if dtype == np.uint16 else stack.astype(dtype)
+    top = {np.uint8: 255, np.uint16: 65535}.get(dtype)
+    stored = np.round(stack * top).astype(dtype) if top else stack.astype(dtype)
     record, _, _ = write_sample(tmp_path, stack=stored)
     augs = [T.HFlipTransform(W), T.ResizeTransform(H, W, 36, 48), T.VFlipTransform(36), T.HFlipTransform(48)]
     out = make_mapper(augmentations=augs, channels=8, INPUT__STACK__POLARIZATION="angles")(record)
     assert out["stack"].dtype == torch.from_numpy(np.zeros(1, dtype)).dtype or dtype == np.float16
-    scale = 1 / 65535 if dtype == np.uint16 else 1.0
+    scale = 1 / top if top else 1.0
     reference = apply_geometric_transforms(T.TransformList(augs), stored.astype(np.float32) * np.float32(scale),
                                            polar_layout=PolarLayout("angles", (0, 45, 90, 135), 8))
-    atol = 1.5 / 65535 if dtype == np.uint16 else 1e-6  # uint16 resize rounds to the nearest level
+    atol = 1.5 / top if top else 1e-6  # an integer resize rounds to the nearest level
     np.testing.assert_allclose(stack_values(out).numpy(), reference.transpose(2, 0, 1), atol=atol, rtol=0)
 
 

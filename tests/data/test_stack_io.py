@@ -86,6 +86,16 @@ def test_resize_any_channel_count():
     assert resize_stack(stack[..., :1], (12, 16)).shape == (12, 16, 1)
 
 
+@pytest.mark.parametrize("dtype,expected", [(np.uint8, np.uint8), (np.uint16, np.uint16), (np.float16, np.float32),
+                                            (np.float32, np.float32), (np.float64, np.float64)])
+def test_resize_keeps_the_stored_dtype(dtype, expected):
+    """OpenCV resizes in the stored dtype (float16, which it lacks, as float32), 200 channels in chunks."""
+    stack = (np.random.default_rng(0).random((6, 8, 200)) * 200).astype(dtype)
+    out = resize_stack(stack, (9, 12), "bilinear")
+    assert out.dtype == expected and out.shape == (9, 12, 200)
+    assert resize_stack(stack, (3, 4), "nearest").dtype == expected
+
+
 def test_wrong_layout_gets_a_hint(tmp_path):
     path = write(tmp_path, random_hwc("float32"), "npy", "CHW")
     with pytest.raises(StackError, match="set INPUT.STACK.LAYOUT 'CHW'") as info:

@@ -62,3 +62,12 @@ def test_summaries_over_seeds():
     assert verdict([1.0, -1.0, 0.5]) == "no clear difference"
     assert verdict([-2.0, -2.5]) == "lower on every seed"
     assert verdict([1.0]) == "one seed: no spread to judge"
+
+
+def test_polar_opts_reach_only_the_branch_variants(tmp_path):
+    args = evidence.parse_args(["--output", str(tmp_path), "--polar-opts", "MODEL.POLAR.POST_KERNEL_SIZE", "1"])
+    ev = evidence.Evidence(args)
+    branch = ev.run_opts("branch_both", "stack", "0")
+    assert branch[branch.index("MODEL.POLAR.POST_KERNEL_SIZE") + 1] == "1"
+    assert "MODEL.POLAR.POST_KERNEL_SIZE" not in ev.run_opts("rgb_only", "stack", "0")
+    assert "MODEL.POLAR.POST_KERNEL_SIZE" not in ev.run_opts("early_fusion", "stack", "0")
