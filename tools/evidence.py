@@ -52,9 +52,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
 from detectron2.utils.logger import setup_logger
 
+from polar_rcnn.config import add_polar_config
 from polar_rcnn.engine.runs import train_and_evaluate
 from polar_rcnn.evaluation.report import METRICS, format_mean_std, markdown_table, paired_differences, \
     results_table, verdict
@@ -68,6 +70,17 @@ logger = logging.getLogger("polar_rcnn.tools.evidence")
 
 BACKBONE_FROZEN = ["MODEL.FREEZE.PARTS", '["image_bottom_up", "fpn"]']
 BRANCH = ["MODEL.POLAR.ZERO_INIT", "True"] + BACKBONE_FROZEN
+
+
+BRANCH_SHAPE_KEYS = ("NUM_STAGES", "HIDDEN_CHANNELS", "PRE_KERNEL_SIZE", "POST_KERNEL_SIZE", "INPUT_STRIDE")
+
+
+def default_branch_opts() -> List[str]:
+    """The library's default branch shape (``add_polar_config``) as options: the evidence measures
+    what a user gets by default, whatever the demo config tunes for its from-scratch run."""
+    cfg = get_cfg()
+    add_polar_config(cfg)
+    return [x for k in BRANCH_SHAPE_KEYS for x in (f"MODEL.POLAR.{k}", str(cfg.MODEL.POLAR[k]))]
 
 
 @dataclass(frozen=True)
@@ -163,6 +176,7 @@ class Evidence:
         self.commands: List[str] = []
         self.stack_stats: Dict[str, Tuple[List[float], List[float]]] = {}
         self.results: Dict[Tuple[str, str], Dict[int, Dict[str, float]]] = {}
+        self.reused = 0  # runs taken from an earlier invocation
         self.run_seconds: Dict[Tuple[str, str, int], float] = {}
         self.pretrain_results: Dict[str, float] = {}
 
@@ -250,7 +264,7 @@ class Evidence:
         v = VARIANTS[variant]
         return ["MODEL.WEIGHTS", os.path.join(self.pretrain_dir(), "model_final.pth") if v.pretrained else "",
                 "SOLVER.MAX_ITER", str(self.iters), "SOLVER.WARMUP_ITERS", str(min(20, self.iters // 4)),
-                "SEED", seed, *v.opts, *(self.args.polar_opts if v.config == DEMO else ()),
+                "SEED", seed, *v.opts, *(default_branch_opts() + self.args.polar_opts if v.config == DEMO else ()),
                 "OUTPUT_DIR", os.path.join(self.out, "runs", dataset, variant, f"seed{seed}")]
 
     def data_fingerprint(self, name: str) -> str:
@@ -268,8 +282,10 @@ class Evidence:
         if os.path.isfile(done_file):
             with open(done_file) as f:
                 done = json.load(f)
-            if done.get("config") == config and done.get("opts") == opts and done.get("depends") == depends:
+            # same config file and the same resolved config (in depends), however the options spell it
+            if done.get("config") == config and done.get("depends") == depends:
                 print(f"{label}: done before (AP {done['bbox'].get('AP', float('nan')):.1f}), reused", flush=True)
+                self.reused += 1
                 return done["bbox"], done["seconds"]
         start = time.perf_counter()
         log_file = os.path.join(self.out, "log.txt")
@@ -353,7 +369,7 @@ def machine() -> str:
 def write_report(ev: Evidence, path: str, argv: Sequence[str], wall: float) -> str:
     a = ev.args
     variants, datasets = list(a.variants), list(a.datasets)
-    polar = setup_cfg(os.path.join(CONFIGS, DEMO), []).MODEL.POLAR
+    polar = setup_cfg(os.path.join(CONFIGS, DEMO), default_branch_opts() + list(a.polar_opts)).MODEL.POLAR
     lines = ["# Results: does the stack help?", "",
              f"Written by `tools/evidence.py` on {datetime.date.today().isoformat()}. Every number below was "
              "measured by that run; rerun the command at the end to reproduce it.", ""]
@@ -398,11 +414,13 @@ def write_report(ev: Evidence, path: str, argv: Sequence[str], wall: float) -> s
             rows.append(row)
         lines.append(markdown_table(["variant"] + [x for d in datasets for x in (f"{d} ΔAP", f"{d} verdict")], rows))
     lines += ["## Machine and time", "", f"- Machine: {machine()}.",
-              f"- Wall time: {wall / 60:.1f} min in total; " + ", ".join(f"{k} {v:.0f} s" for k, v in ev.timings.items())
+              f"- Wall time of this invocation: {wall / 60:.1f} min; " + ", ".join(f"{k} {v:.0f} s" for k, v in ev.timings.items())
+              + (f" ({ev.reused} runs reused from earlier invocations with the same resolved config)" if ev.reused else "")
               + ".", ""]
     if ev.run_seconds:
         per = sorted(ev.run_seconds.values())
-        lines += [f"- Finetuning runs: {len(per)}, {np.median(per):.0f} s median each (training + evaluation).", ""]
+        lines += [f"- Finetuning runs: {len(per)}, {np.median(per):.0f} s median each (training + evaluation), "
+                  f"{sum(per) / 60:.1f} min together.", ""]
     lines += ["## Commands", "", "The whole evidence:", "", "```bash", "cd " + REPO + " && .venv/bin/python "
               + " ".join(shlex.quote(x) for x in ["tools/evidence.py"] + list(argv)), "```", "",
               "What it runs, as a bash script (the training runs are in-process PolarTrainer runs, identical to "
