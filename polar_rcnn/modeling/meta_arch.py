@@ -110,8 +110,7 @@ class PolarInputsMixin:
             scale = float(inputs.get("stack_scale", 1.0))
             out = batch[i, c_image : c_image + c_stack, :h, :w]
             out.copy_(stack.to(self.device, non_blocking=True))
-            out.mul_(self.stack_std.reciprocal() * scale if scale != 1.0 else self.stack_std.reciprocal())
-            out.sub_(self.stack_mean / self.stack_std)
+            out.mul_(scale / self.stack_std).sub_(self.stack_mean / self.stack_std)  # (x * scale - mean) / std
             batch[i, -1, :h, :w] = 1.0
         return ImageList(batch, sizes)
 
