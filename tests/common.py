@@ -1,6 +1,6 @@
 """Shared helpers of the polar-rcnn tests: a tiny CPU config and random model inputs."""
 import os
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Iterable, List, Sequence, Tuple
 
 import torch
 

@@ -76,11 +76,8 @@ class PolarLayout:
         horizontally or vertically): AoLP phi -> pi - phi. Returns a new array (or ``stack``
         itself when there is nothing to change)."""
         if self.polarization == "angles":
-            perm = np.asarray(P.mirror_angle_permutation(self.angles))
-            if (perm == np.arange(len(perm))).all():
-                return stack
-            index = (np.arange(self.bands)[:, None] * self.per_band + perm[None, :]).ravel()
-            return stack[..., index]
+            index = self.mirror_index()
+            return stack if (index == np.arange(len(index))).all() else stack[..., index]
         if self.polarization == "stokes":
             out = np.array(stack, copy=True)
             out[..., 2::3] *= -1.0

@@ -82,8 +82,9 @@ class PolarInputsMixin:
         """Normalize ``[image, stack, availability]`` per input and pad them into one batch.
 
         The result equals ``ImageList.from_tensors`` of the per-input concatenations, built with one
-        allocation and in-place writes (only the padding is zero-filled): the stack (any dtype, e.g. uint16 straight from the loader)
-        is converted, scaled by the input's ``"stack_scale"`` (default 1) and normalized in place.
+        allocation and in-place writes (only the padding is zero-filled): the stack (any dtype, e.g.
+        uint16 straight from the loader) is converted, scaled by the input's ``"stack_scale"``
+        (default 1) and normalized in place.
         """
         images = [x["image"].to(self.device) for x in batched_inputs]
         sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]

@@ -12,7 +12,6 @@ Data: samples per second of Detectron2's ``DatasetMapper`` and
 :class:`~polar_rcnn.data.PolarDatasetMapper` on synthetic files (:func:`write_synthetic_files`)
 with 0..N DataLoader workers, and the resident memory of data-loader workers over a long run.
 """
-import contextlib
 import ctypes
 import gc
 import logging
@@ -35,7 +34,6 @@ from torch.utils.data import DataLoader, Dataset
 from detectron2.config import CfgNode
 from detectron2.data import DatasetMapper, build_detection_train_loader
 from detectron2.data.build import worker_init_reset_seed
-from detectron2.data.transforms import ResizeTransform
 from detectron2.modeling import build_model
 from detectron2.solver import build_optimizer
 from detectron2.structures import Boxes, BoxMode, Instances
@@ -43,7 +41,6 @@ from detectron2.utils.analysis import FlopCountAnalysis
 from detectron2.utils.events import EventStorage
 
 from ..data import PolarDatasetMapper
-from ..data import mapper as mapper_module
 from ..engine.freezing import freeze_from_config
 from .cli import setup_cfg
 
