@@ -17,7 +17,8 @@ Writes to --output:
   images.json        with --input: the COCO "images" entries (id, file_name, height, width,
                      stack_file) that the image ids refer to.
   pictures/          the first --num-pictures images drawn (see tools/visualize.py) and grid.png.
-An image without a stack (--stacks lacks its base name) is predicted from the image alone.
+A model that reads stacks (INPUT.STACK.ENABLED) needs --stacks with --input, or --rgb-only to predict
+from the images alone; an image without a stack in --stacks is predicted from the image alone (logged).
 """
 import argparse
 import json
@@ -32,7 +33,8 @@ from tqdm import tqdm
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from polar_rcnn.data import STACK_FILE_KEY, DataError
-from polar_rcnn.evaluation import PictureMaker, coco_results, dataset_id_map, load_inputs, records_from_files
+from polar_rcnn.evaluation import (PictureMaker, check_stack_source, coco_results, dataset_id_map, load_inputs,
+                                   records_from_files, without_stacks)
 from polar_rcnn.evaluation.pictures import GRID_FILE, picture_name, write_png
 from polar_rcnn.utils import visualization as vis
 from polar_rcnn.utils.cli import HelpFormatter, setup_tool
@@ -49,7 +51,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     source.add_argument("--input", action="append", default=[], metavar="GLOB",
                         help="image file or quoted glob (repeatable)")
     source.add_argument("--dataset", default="", metavar="NAME", help="a registered dataset")
-    p.add_argument("--stacks", default="", metavar="DIR", help="with --input: folder of stacks named like the images")
+    p.add_argument("--stacks", default="", metavar="DIR", help="with --input: folder of stacks named like the images "
+                   "(required for a model that reads stacks, unless --rgb-only)")
+    p.add_argument("--rgb-only", action="store_true",
+                   help="the model gets no stack, only the images (a model that reads stacks then uses its "
+                        "image-only path)")
     p.add_argument("--output", default="output/predictions", metavar="DIR", help="where the results go")
     p.add_argument("--num-pictures", type=int, default=6, metavar="N", help="images drawn (0: none)")
     p.add_argument("--score-threshold", type=float, default=0.5, help="detections drawn in the pictures")
@@ -91,8 +97,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               file=sys.stderr)
         return 2
     try:
+        if args.input:
+            check_stack_source(cfg, args.stacks, args.rgb_only)
         records = DatasetCatalog.get(args.dataset) if args.dataset else records_from_files(args.input, args.stacks)
-    except (DataError, FileNotFoundError) as e:
+        if args.rgb_only:
+            records = without_stacks(records)
+    except (DataError, FileNotFoundError, ValueError) as e:
         print(f"Error: {e}", file=sys.stderr)
         return 2
     metadata = category_metadata(cfg, args.dataset)

@@ -8,8 +8,9 @@ next to views of the stack (DoLP as grey and AoLP as hue for polarization stacks
         --num-images 4 --topk 100 --channels 0,1,2 MODEL.WEIGHTS model.pth
 
 Images: the first --num-images records of --dataset (default: the config's DATASETS.TEST[0]), with
-their ground truth, or the files matching --input (stacks found by base name in --stacks; an image
-without one is predicted from the image alone). Writes one PNG per image (<image base name>.png)
+their ground truth, or the files matching --input (stacks found by base name in --stacks, which a
+model that reads stacks needs unless --rgb-only is given; an image without one is predicted from the
+image alone, logged). Writes one PNG per image (<image base name>.png)
 and grid.png (all of them, one row each) to --output. The model input is built exactly as
 PolarPredictor builds it (INPUT.STACK.* of the config, DERIVED included); the stack views are
 computed from the raw stack file.
@@ -22,7 +23,7 @@ from typing import Optional, Sequence
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from polar_rcnn.data import DataError
-from polar_rcnn.evaluation import records_from_files, write_pictures
+from polar_rcnn.evaluation import check_stack_source, records_from_files, without_stacks, write_pictures
 from polar_rcnn.utils.cli import HelpFormatter, setup_tool
 
 logger = logging.getLogger("polar_rcnn.tools.visualize")
@@ -43,7 +44,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     source.add_argument("--dataset", default="", metavar="NAME", help="registered dataset (default: DATASETS.TEST[0])")
     source.add_argument("--input", action="append", default=[], metavar="GLOB",
                         help="image file or quoted glob (repeatable)")
-    p.add_argument("--stacks", default="", metavar="DIR", help="with --input: folder of stacks named like the images")
+    p.add_argument("--stacks", default="", metavar="DIR", help="with --input: folder of stacks named like the images "
+                   "(required for a model that reads stacks, unless --rgb-only)")
+    p.add_argument("--rgb-only", action="store_true",
+                   help="the model gets no stack, only the images (a model that reads stacks then uses its "
+                        "image-only path); no stack views")
     p.add_argument("--output", default="output/pictures", metavar="DIR", help="where the PNGs go")
     p.add_argument("--num-images", type=int, default=6, metavar="N", help="pictures (and grid rows)")
     p.add_argument("--topk", type=int, default=50, metavar="K", help="RPN proposals shown (0: no proposal panel)")
@@ -74,6 +79,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     metadata = None
     try:
         if args.input:
+            check_stack_source(cfg, args.stacks, args.rgb_only)
             records = records_from_files(args.input, args.stacks or None)
         else:
             name = args.dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "")
@@ -83,6 +89,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 return 2
             records = DatasetCatalog.get(name)
             metadata = MetadataCatalog.get(name)
+        if args.rgb_only:
+            records = without_stacks(records)
         paths, grid = write_pictures(cfg, records, args.output, num_images=args.num_images, topk=args.topk,
                                      score_threshold=args.score_threshold, channels=args.channels or None,
                                      scale=args.scale, metadata=metadata)

@@ -1,15 +1,17 @@
 """Inference over files or datasets: inputs, COCO-format results ("submission"), pictures."""
-from .inputs import images_with_stacks, load_inputs, records_from_files
+from .inputs import check_stack_source, images_with_stacks, load_inputs, records_from_files, without_stacks
 from .pictures import PictureMaker, capture_proposals, write_pictures
 from .submission import coco_results, dataset_id_map
 
 __all__ = [
     "PictureMaker",
     "capture_proposals",
+    "check_stack_source",
     "coco_results",
     "dataset_id_map",
     "images_with_stacks",
     "load_inputs",
     "records_from_files",
+    "without_stacks",
     "write_pictures",
 ]

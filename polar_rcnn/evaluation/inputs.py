@@ -28,7 +28,10 @@ def records_from_files(patterns: Sequence[str], stack_dir: Optional[str] = None)
     """Records (``file_name``, ``image_id`` 1..N in sorted order, ``stack_file_name`` when found) for
     the images matching ``patterns`` (globs or paths). An image's stack is ``stack_dir/<base name>``
     with the first of the extensions .npy, .npz, .tif, .tiff that exists; without one the record has
-    no stack (image-only inference)."""
+    no stack (image-only inference, logged). FileNotFoundError when ``stack_dir`` is not a folder."""
+    if stack_dir and not os.path.isdir(os.path.expanduser(stack_dir)):
+        raise FileNotFoundError(f"--stacks {stack_dir!r} is not a folder")
+    stack_dir = os.path.expanduser(stack_dir) if stack_dir else stack_dir
     records = []
     for i, path in enumerate(_expand(patterns)):
         record = {"file_name": path, "image_id": i + 1}
@@ -44,6 +47,22 @@ def records_from_files(patterns: Sequence[str], stack_dir: Optional[str] = None)
         logger.warning("%d of %d images have no stack in %s (image-only inference for them)", missing, len(records),
                        stack_dir)
     return records
+
+
+def check_stack_source(cfg, stack_dir: Optional[str], rgb_only: bool) -> None:
+    """ValueError when image files would reach a model that reads stacks (``INPUT.STACK.ENABLED``)
+    with no stack folder, unless RGB-only inference was asked for (``rgb_only``); and when both a
+    stack folder and ``rgb_only`` are given."""
+    if stack_dir and rgb_only:
+        raise ValueError("--stacks and --rgb-only exclude each other: give one")
+    if cfg.INPUT.STACK.ENABLED and not stack_dir and not rgb_only:
+        raise ValueError("this model reads stacks (INPUT.STACK.ENABLED True) and no --stacks DIR was given: "
+                         "give the folder of the images' stacks, or --rgb-only to predict from the images alone")
+
+
+def without_stacks(records: Sequence[Dict]) -> List[Dict]:
+    """Shallow copies of ``records`` without their stack file (image-only inference)."""
+    return [{k: v for k, v in r.items() if k != STACK_FILE_KEY} for r in records]
 
 
 def load_inputs(cfg, record: Dict) -> Tuple[np.ndarray, Optional[np.ndarray]]:

@@ -4,12 +4,14 @@ import json
 import os
 
 import cv2
+import pytest
 from eval_tool_utils import DEMO_CONFIG, tiny_opts
 from pycocotools.coco import COCO
 from tool_test_utils import load_tool
 
-from polar_rcnn.evaluation import PictureMaker, load_inputs, records_from_files
+from polar_rcnn.evaluation import PictureMaker, check_stack_source, load_inputs, records_from_files
 from polar_rcnn.utils.cli import setup_cfg
+from polar_rcnn.utils.visualization import GAP
 
 predict = load_tool("predict")
 CATEGORY_OFFSET, IMAGE_OFFSET = 10, 100  # dataset ids that are not the contiguous 0..K-1 / 1..N
@@ -84,3 +86,48 @@ def test_predictor_accepts_a_missing_stack(tiny_split):
     picture = maker.picture({"file_name": "x.png"}, image, None, without_stack, None)
     assert picture.shape[1] == 64  # detections only: no proposals given, no stack
     assert cv2.cvtColor(picture, cv2.COLOR_RGB2GRAY).std() > 0
+
+
+def _files(root):
+    return os.path.join(root, "train", "images", "v000_f000[01].png")
+
+
+def test_a_stack_model_without_stacks_needs_rgb_only(tiny_split, tmp_path, capsys):
+    root, _ = tiny_split
+    out = tmp_path / "pred"
+    args = ["--config-file", DEMO_CONFIG, "--input", _files(root), "--output", str(out), "--num-pictures", "0"]
+    assert predict.main([*args, *tiny_opts()]) == 2
+    assert "--rgb-only" in capsys.readouterr().err and not out.exists()
+    assert predict.main([*args, "--rgb-only", *tiny_opts()]) == 0
+    images = json.loads((out / "images.json").read_text())
+    assert len(images) == 2 and all(i["stack_file"] is None for i in images)
+
+
+def test_stacks_folder_that_does_not_exist(tiny_split, tmp_path, capsys):
+    root, _ = tiny_split
+    missing = str(tmp_path / "no_such_stacks")
+    assert predict.main(["--config-file", DEMO_CONFIG, "--input", _files(root), "--stacks", missing,
+                         "--output", str(tmp_path / "pred"), "--num-pictures", "0", *tiny_opts()]) == 2
+    assert missing in capsys.readouterr().err
+
+
+def test_rgb_only_with_a_dataset_drops_its_stacks(tiny_split, register, tmp_path):
+    root, json_file = tiny_split
+    name = register(root, json_file)
+    out = tmp_path / "pred"
+    assert predict.main(["--config-file", DEMO_CONFIG, "--dataset", name, "--rgb-only", "--output", str(out),
+                         "--num-pictures", "1", *tiny_opts()]) == 0
+    # ground truth | RPN | detections: no DoLP / AoLP views without a stack
+    assert cv2.imread(str(out / "pictures" / "v000_f0000.png")).shape[1] == 3 * 64 + 2 * GAP
+
+
+def test_stack_source_rules():
+    cfg = setup_cfg(DEMO_CONFIG, tiny_opts(), freeze=False)
+    check_stack_source(cfg, "stacks", rgb_only=False)
+    check_stack_source(cfg, "", rgb_only=True)
+    with pytest.raises(ValueError, match="INPUT.STACK.ENABLED"):
+        check_stack_source(cfg, "", rgb_only=False)
+    with pytest.raises(ValueError, match="exclude each other"):
+        check_stack_source(cfg, "stacks", rgb_only=True)
+    cfg.INPUT.STACK.ENABLED = False  # an RGB model: image files alone are what it reads
+    check_stack_source(cfg, "", rgb_only=False)

@@ -54,5 +54,20 @@ def test_usage_errors(tmp_path, capsys):
     assert visualize.main(["--config-file", DEMO_CONFIG, "--dataset", "_nope", "--output", str(tmp_path),
                            *tiny_opts()]) == 2
     assert "not registered" in capsys.readouterr().err
-    assert visualize.main(["--config-file", DEMO_CONFIG, "--input", str(tmp_path / "*.png"), *tiny_opts()]) == 2
+    assert visualize.main(["--config-file", DEMO_CONFIG, "--input", str(tmp_path / "*.png"), "--rgb-only",
+                           *tiny_opts()]) == 2
     assert "matches no file" in capsys.readouterr().err
+
+
+def test_a_stack_model_without_stacks_needs_rgb_only(tiny_split, tmp_path, capsys):
+    root, _ = tiny_split
+    out = tmp_path / "files"
+    args = ["--config-file", DEMO_CONFIG, "--input", os.path.join(root, "train", "images", "v000_f0000.png"),
+            "--output", str(out), "--num-images", "1"]
+    assert visualize.main([*args, *tiny_opts()]) == 2
+    assert "--rgb-only" in capsys.readouterr().err and not out.exists()
+    missing = str(tmp_path / "no_such_stacks")
+    assert visualize.main([*args, "--stacks", missing, *tiny_opts()]) == 2
+    assert missing in capsys.readouterr().err and not out.exists()
+    assert visualize.main([*args, "--rgb-only", *tiny_opts()]) == 0
+    assert _read(out / "v000_f0000.png").shape == (CAPTION_HEIGHT + H, 2 * W + GAP, 3)  # RPN | detections
