@@ -10,13 +10,15 @@ and those the config's DATASETS.POLAR_COCO registers). Every record is read the 
 it (INPUT.STACK.* of the config) and checked for: missing, truncated or unreadable images and
 stacks; stack channels vs INPUT.STACK.CHANNELS (else MODEL.POLAR.IN_CHANNELS); image size vs the
 record's height/width, stack size vs the image; NaN/Inf stack values; unknown categories (or
->= MODEL.ROI_HEADS.NUM_CLASSES); boxes outside the image or of zero area. Pairing: the stack's
+>= MODEL.ROI_HEADS.NUM_CLASSES); boxes outside the image or of zero area. A model class count
+(MODEL.ROI_HEADS.NUM_CLASSES; RetinaNet: MODEL.RETINANET.NUM_CLASSES) other than the dataset's
+number of categories is a warning. Pairing: the stack's
 intensity (mean over channels) must correlate with its image's gray level (NCC of band-passed maps
 downsampled to --pair-size px: >= --min-pair-corr) and must not match the image of one of the
 --neighbours frames before or after it (same video_id, else file order) clearly better (by more
 than --pair-margin). Every problem is printed as "kind: file: what", then a summary table.
 
-Exit status: 0 when nothing is wrong, 1 when problems were found, 2 on usage errors.
+Exit status: 0 when nothing is wrong (warnings allowed), 1 when problems were found, 2 on usage errors.
 """
 import argparse
 import dataclasses
@@ -41,7 +43,9 @@ from polar_rcnn.data.checks import (
     PairItem,
     Problem,
     check_records,
+    class_count_warning,
     frame_order_key,
+    model_num_classes,
     pairing_group,
     pairing_problems,
 )
@@ -101,10 +105,11 @@ def load_records(name: str):
 
 
 def num_classes(cfg, name: str) -> Optional[int]:
-    """Categories an annotation may have: the dataset's, and fewer if MODEL.ROI_HEADS.NUM_CLASSES
-    is smaller (the mapper rejects those)."""
+    """Categories an annotation may have: the dataset's, and fewer if the model's class count
+    (MODEL.ROI_HEADS.NUM_CLASSES, RetinaNet: MODEL.RETINANET.NUM_CLASSES) is smaller (the mapper
+    rejects those)."""
     classes = MetadataCatalog.get(name).get("thing_classes")
-    limits = [cfg.MODEL.ROI_HEADS.NUM_CLASSES] + ([len(classes)] if classes else [])
+    limits = [model_num_classes(cfg)] + ([len(classes)] if classes else [])
     return min(limits)
 
 
@@ -115,9 +120,11 @@ def sample(records: List[Dict], max_images: int, seed: int) -> List[Dict]:
     return [records[i] for i in keep]
 
 
-def check_dataset(name: str, cfg, args) -> Tuple[int, List[Problem]]:
-    """Check one registered dataset; return (images checked, problems)."""
+def check_dataset(name: str, cfg, args) -> Tuple[int, List[Problem], List[str]]:
+    """Check one registered dataset; return (images checked, problems, warnings)."""
     records, problems = load_records(name)
+    warning = class_count_warning(cfg, MetadataCatalog.get(name).get("thing_classes")) if records else None
+    warnings = [f"[{name}] {warning}"] if warning else []
     records = sorted(sample(records, args.max_images, args.seed), key=frame_order_key)
     pairing = not args.no_pairing and cfg.INPUT.STACK.ENABLED
     options = CheckOptions.from_config(cfg, num_classes=num_classes(cfg, name), pairing=pairing,
@@ -140,7 +147,7 @@ def check_dataset(name: str, cfg, args) -> Tuple[int, List[Problem]]:
         for _ in items():
             pass
     bar.close()
-    return len(records), problems
+    return len(records), problems, warnings
 
 
 def summary_table(problems: List[Problem], show: int) -> str:
@@ -169,27 +176,32 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
 
     start = time.perf_counter()
-    problems, checked = [], {}
+    problems, warnings, checked = [], [], {}
     for name in names:
-        checked[name], found = check_dataset(name, cfg, args)
+        checked[name], found, warned = check_dataset(name, cfg, args)
         problems.extend(found)
+        warnings.extend(warned)
     seconds = time.perf_counter() - start
 
     for p in problems:
         print(p)
+    for w in warnings:
+        print(f"warning: {w}")
     total = sum(checked.values())
     where = ", ".join(f"{n} ({k} images)" for n, k in checked.items())
     if args.output:
         with open(args.output, "w") as f:
             json.dump({"datasets": checked, "seconds": seconds, "problems": [dataclasses.asdict(p) for p in problems],
-                       "counts": dict(Counter(p.kind for p in problems))}, f, indent=1)
+                       "counts": dict(Counter(p.kind for p in problems)), "warnings": warnings}, f, indent=1)
+    warned = f"; {len(warnings)} warning{'s' if len(warnings) > 1 else ''} (above)" if warnings else ""
     if not problems:
-        print(f"OK: no problems in {total} images of {where} ({seconds:.1f} s).")
+        print(f"{'No' if warnings else 'OK: no'} problems in {total} images of {where} ({seconds:.1f} s){warned}.")
         return 0
     print()
     print(summary_table(problems, args.show))
     bad_images = len({p.file for p in problems})
-    print(f"{len(problems)} problems in {bad_images} files; checked {total} images of {where} ({seconds:.1f} s).")
+    print(f"{len(problems)} problems in {bad_images} files; checked {total} images of {where} ({seconds:.1f} s)"
+          f"{warned}.")
     return 1
 
 

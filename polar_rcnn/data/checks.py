@@ -350,3 +350,35 @@ def frame_order_key(record: Dict) -> Tuple:
 def pairing_group(record: Dict) -> Hashable:
     """Group of a record for neighbour comparisons: its video id, or one group for all."""
     return record.get("video_id")
+
+
+# ----------------------------------------------------------------------------- model vs dataset
+
+
+def num_classes_key(cfg) -> str:
+    """The config key holding the model's class count: ``MODEL.RETINANET.NUM_CLASSES`` for RetinaNet
+    meta-architectures (``MODEL.META_ARCHITECTURE`` naming RetinaNet), else ``MODEL.ROI_HEADS.NUM_CLASSES``."""
+    return "MODEL.RETINANET.NUM_CLASSES" if "retinanet" in cfg.MODEL.META_ARCHITECTURE.lower() \
+        else "MODEL.ROI_HEADS.NUM_CLASSES"
+
+
+def model_num_classes(cfg) -> int:
+    """The model's class count (the value of :func:`num_classes_key`)."""
+    node = cfg
+    for part in num_classes_key(cfg).split("."):
+        node = node[part]
+    return int(node)
+
+
+def class_count_warning(cfg, thing_classes: Optional[Sequence[str]]) -> Optional[str]:
+    """A sentence naming both numbers when the model's class count differs from the dataset's
+    categories (``thing_classes``), else None (also when the categories are not known)."""
+    if not thing_classes:
+        return None
+    key, n = num_classes_key(cfg), model_num_classes(cfg)
+    if n == len(thing_classes):
+        return None
+    effect = ("the model has classes no annotation uses" if n > len(thing_classes)
+              else "annotations of the last categories cannot be learned")
+    return (f"{key} is {n} but the dataset has {len(thing_classes)} categories {list(thing_classes)} ({effect}): "
+            f"set {key} {len(thing_classes)}")

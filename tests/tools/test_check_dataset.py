@@ -8,16 +8,18 @@ import cv2
 import numpy as np
 from tool_test_utils import CHANNELS, TOOLS_DIR, load_tool
 
-from polar_rcnn.data.checks import PairItem, pairing_problems
+from polar_rcnn.data.checks import PairItem, class_count_warning, pairing_problems
+from polar_rcnn.utils.cli import setup_cfg
 
 check_dataset = load_tool("check_dataset")
-OPTS = ["MODEL.POLAR.IN_CHANNELS", str(CHANNELS)]
+OPTS = ["MODEL.POLAR.IN_CHANNELS", str(CHANNELS), "MODEL.ROI_HEADS.NUM_CLASSES", "3"]  # the tiny split's 3 categories
 
 
-def run(name, capsys, tmp_path, *extra):
-    """main() on dataset ``name``: (exit code, stdout, problems as {(kind, basename), ...})."""
+def run(name, capsys, tmp_path, *extra, opts=()):
+    """main() on dataset ``name``: (exit code, stdout, problems as {(kind, basename), ...});
+    ``opts``: config overrides after :data:`OPTS`."""
     report = tmp_path / "report.json"
-    code = check_dataset.main(["--dataset", name, "--no-progress", "--output", str(report), *extra, *OPTS])
+    code = check_dataset.main(["--dataset", name, "--no-progress", "--output", str(report), *extra, *OPTS, *opts])
     out = capsys.readouterr().out
     problems = json.loads(report.read_text())["problems"]
     return code, out, {(p["kind"], os.path.basename(p["file"])) for p in problems}
@@ -30,7 +32,28 @@ def stack_path(root, stem):
 def test_clean_data_passes(tiny_split, register, capsys, tmp_path):
     code, out, problems = run(register(*tiny_split), capsys, tmp_path)
     assert (code, problems) == (0, set()), out
-    assert "OK: no problems in 12 images" in out
+    assert "OK: no problems in 12 images" in out and "warning" not in out
+
+
+def test_class_count_other_than_the_categories(tiny_split, register, capsys, tmp_path):
+    name = register(*tiny_split)
+    code, out, problems = run(name, capsys, tmp_path, opts=["MODEL.ROI_HEADS.NUM_CLASSES", "5"])
+    assert (code, problems) == (0, set()), out
+    assert "OK" not in out and "1 warning" in out
+    assert "MODEL.ROI_HEADS.NUM_CLASSES is 5 but the dataset has 3 categories" in out
+    assert json.loads((tmp_path / "report.json").read_text())["warnings"]
+    # fewer classes than categories: also the annotations of the classes beyond are problems
+    code, out, problems = run(name, capsys, tmp_path, opts=["MODEL.ROI_HEADS.NUM_CLASSES", "2"])
+    assert code == 1 and {kind for kind, _ in problems} == {"annotation_category"}, out
+    assert "MODEL.ROI_HEADS.NUM_CLASSES is 2 but the dataset has 3 categories" in out
+
+
+def test_class_count_key_of_retinanet():
+    cfg = setup_cfg("", ["MODEL.META_ARCHITECTURE", "PolarRetinaNet", "MODEL.RETINANET.NUM_CLASSES", "3",
+                         "MODEL.ROI_HEADS.NUM_CLASSES", "7"])
+    assert class_count_warning(cfg, ["a", "b", "c"]) is None
+    assert "MODEL.RETINANET.NUM_CLASSES is 3 but the dataset has 2" in class_count_warning(cfg, ["a", "b"])
+    assert class_count_warning(cfg, None) is None
 
 
 def test_stacks_swapped_between_videos(tiny_copy, register, capsys, tmp_path):
