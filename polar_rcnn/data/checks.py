@@ -358,8 +358,7 @@ def pairing_group(record: Dict) -> Hashable:
 def num_classes_key(cfg) -> str:
     """The config key holding the model's class count: ``MODEL.RETINANET.NUM_CLASSES`` for RetinaNet
     meta-architectures (``MODEL.META_ARCHITECTURE`` naming RetinaNet), else ``MODEL.ROI_HEADS.NUM_CLASSES``."""
-    return "MODEL.RETINANET.NUM_CLASSES" if "retinanet" in cfg.MODEL.META_ARCHITECTURE.lower() \
-        else "MODEL.ROI_HEADS.NUM_CLASSES"
+    return "MODEL.RETINANET.NUM_CLASSES" if "RetinaNet" in cfg.MODEL.META_ARCHITECTURE else "MODEL.ROI_HEADS.NUM_CLASSES"
 
 
 def model_num_classes(cfg) -> int:
