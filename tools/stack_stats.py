@@ -9,16 +9,28 @@ exactly like the mapper does (INPUT.STACK.LAYOUT / NPZ_KEY, scaled to float by I
 by dtype, then INPUT.STACK.DERIVED), so the numbers are what MODEL.POLAR.STACK_MEAN / STACK_STD
 normalise in the model. Streaming: one stack at a time, per-image float64 means and squared
 deviations merged with Chan et al.'s parallel formula (every pixel weighs the same; population
-std, like numpy's default). Prints the result as yaml and as train_net.py command-line opts;
---output also writes the yaml (merge it with --config-file FILE or cfg.merge_from_file).
+std, like numpy's default). Prints the result as yaml and as train_net.py command-line opts.
+
+--output FILE.yaml writes a config to train with as it is:
+
+    .venv/bin/python tools/stack_stats.py --config-file configs/my.yaml --output configs/my_stats.yaml
+    .venv/bin/python train_net.py --config-file configs/my_stats.yaml
+
+It holds "_BASE_: <--config-file>" (relative to FILE.yaml's folder, so both can move together; absolute
+where no relative path exists), the trailing config overrides given here (they shaped the numbers:
+INPUT.STACK.DERIVED, channels, datasets) and the measured MODEL.POLAR.STACK_MEAN / STACK_STD.
+Without --config-file it holds the overrides and the statistics only: merge it into your config
+(cfg.merge_from_file). The file is written atomically (a reader never sees half of it).
 """
 import argparse
 import logging
 import multiprocessing
+import os
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import yaml
 from tqdm import tqdm
 
 from detectron2.data import DatasetCatalog
@@ -26,6 +38,7 @@ from detectron2.data import DatasetCatalog
 from polar_rcnn.utils.cli import HelpFormatter, setup_tool
 from polar_rcnn.data import STACK_FILE_KEY, DataError, load_stack
 from polar_rcnn.data.polar_layout import check_stack_config
+from polar_rcnn.utils.atomic import atomic_write_text
 
 logger = logging.getLogger("polar_rcnn.tools.stack_stats")
 
@@ -94,7 +107,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seed of the --max-images sample")
     p.add_argument("--workers", type=int, default=0, help="worker processes reading stacks (0: in this process)")
     p.add_argument("--decimals", type=int, default=6, help="decimals printed")
-    p.add_argument("--output", default="", metavar="FILE.yaml", help="also write the yaml lines to this file")
+    p.add_argument("--output", default="", metavar="FILE.yaml",
+                   help="also write a config to train with: _BASE_ --config-file, the overrides, the statistics")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("opts", nargs=argparse.REMAINDER, default=[],
                    help="config overrides as trailing KEY VALUE pairs, as in train_net.py")
@@ -115,6 +129,54 @@ def config_lines(mean: Sequence[float], std: Sequence[float], decimals: int = 6)
     s = "[" + ", ".join(_number(v, decimals) for v in std) + "]"
     yaml = f"MODEL:\n  POLAR:\n    STACK_MEAN: {m}\n    STACK_STD: {s}\n"
     return yaml, f'MODEL.POLAR.STACK_MEAN "{m}" MODEL.POLAR.STACK_STD "{s}"'
+
+
+def base_path(config_file: str, output: str) -> str:
+    """``config_file`` as ``_BASE_`` of ``output``: relative to ``output``'s folder, else absolute."""
+    config_file = os.path.abspath(config_file)
+    try:
+        return os.path.relpath(config_file, os.path.dirname(os.path.abspath(output)))
+    except ValueError:  # another drive (Windows)
+        return config_file
+
+
+class _FlowLists(list):
+    """A list that yaml writes on one line (mappings stay in block style)."""
+
+
+class _Dumper(yaml.SafeDumper):
+    """yaml's safe dumper, writing :class:`_FlowLists` on one line."""
+
+
+_Dumper.add_representer(_FlowLists, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True))
+
+
+def _plain(value):
+    """Config values as yaml.safe_dump writes them (tuples as one-line lists)."""
+    if isinstance(value, (list, tuple)):
+        return _FlowLists(_plain(v) for v in value)
+    return value
+
+
+def output_config(cfg, opts: Sequence[str], mean: Sequence[float], std: Sequence[float], decimals: int = 6,
+                  base: str = "", header: str = "") -> str:
+    """Yaml text: ``_BASE_: base`` (if given), the keys of the trailing ``opts`` (KEY VALUE ...) with
+    their values in ``cfg``, and MODEL.POLAR.STACK_MEAN / STACK_STD; ``header`` lines as comments."""
+    tree: Dict = {}
+    keys = list(opts[0::2]) + ["MODEL.POLAR.STACK_MEAN", "MODEL.POLAR.STACK_STD"]
+    values = [float(_number(v, decimals)) for v in mean], [float(_number(v, decimals)) for v in std]
+    for key in keys:
+        *parents, leaf = key.split(".")
+        node, value = tree, cfg
+        for part in parents:
+            node = node.setdefault(part, {})
+            value = value[part]
+        node[leaf] = _plain(value[leaf])
+    tree["MODEL"]["POLAR"]["STACK_MEAN"], tree["MODEL"]["POLAR"]["STACK_STD"] = map(_plain, values)
+    text = "".join(f"# {line}\n" for line in header.splitlines())
+    if base:
+        text += yaml.safe_dump({"_BASE_": base}, default_flow_style=False)
+    return text + yaml.dump(tree, Dumper=_Dumper, default_flow_style=False, sort_keys=False, width=1 << 16)
 
 
 def compute(records: List[Dict], cfg, workers: int = 0, progress: bool = True) -> ChannelStats:
@@ -182,9 +244,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print("# or as train_net.py command-line opts:")
     print(opts)
     if args.output:
-        with open(args.output, "w") as f:
-            f.write(yaml)
-        logger.info("Wrote %s", args.output)
+        base = base_path(args.config_file, args.output) if args.config_file else ""
+        use = (f"Train with: train_net.py --config-file {args.output}" if base
+               else "No --config-file was given: merge this file into your config.")
+        header = (f"MODEL.POLAR.STACK_MEAN / STACK_STD of {len(records)} stacks of {', '.join(names)}, written by "
+                  f"tools/stack_stats.py.\n{use}")
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+        atomic_write_text(args.output, output_config(cfg, args.opts, stats.mean, std, args.decimals, base, header))
+        print(f"# wrote {args.output}; {use[0].lower() + use[1:]}")
     return 0
 
 

@@ -51,7 +51,8 @@ def test_stats_match_numpy_and_merge_into_config(uint16_split, register, tmp_pat
     assert np.ptp(mean) > 1e-4  # per channel, not one number repeated
 
     out = capsys.readouterr().out
-    assert yaml_file.read_text() in out
+    printed = stack_stats.config_lines(cfg.MODEL.POLAR.STACK_MEAN, cfg.MODEL.POLAR.STACK_STD)[0]
+    assert printed in out and "_BASE_" not in yaml_file.read_text()  # no --config-file: no base
     opts_line = next(line for line in out.splitlines() if line.startswith("MODEL.POLAR.STACK_MEAN"))
     from_opts = _polar_cfg()
     from_opts.merge_from_list(shlex.split(opts_line))
@@ -79,3 +80,40 @@ def test_bad_stack_is_named(uint16_split, register, tmp_path, capsys):
     name = register(root, os.path.join(root, "train.json"))
     assert stack_stats.main(["--dataset", name, "--no-progress", "MODEL.POLAR.IN_CHANNELS", str(CHANNELS)]) == 2
     assert "v001_f0002.npy" in capsys.readouterr().err
+
+
+def test_output_is_a_config_to_train_with(uint16_split, register, tmp_path, capsys):
+    root, json_file = uint16_split
+    name = register(root, json_file)
+    (tmp_path / "configs").mkdir()
+    base = tmp_path / "configs" / "base.yaml"
+    base.write_text("SOLVER:\n  BASE_LR: 0.0123\nMODEL:\n  POLAR:\n    HIDDEN_CHANNELS: 7\n")
+    output = tmp_path / "runs" / "stats.yaml"
+    output.parent.mkdir()
+    derived = ["INPUT.STACK.POLARIZATION", "angles", "INPUT.STACK.CHANNELS", str(CHANNELS),
+               "INPUT.STACK.DERIVED", "dolp_aolp_trig", "MODEL.POLAR.IN_CHANNELS", "3"]
+    assert stack_stats.main(["--config-file", str(base), "--dataset", name, "--output", str(output),
+                             "--no-progress", *derived]) == 0
+    assert f"train_net.py --config-file {output}" in capsys.readouterr().out
+    text = output.read_text()
+    assert "_BASE_: ../configs/base.yaml" in text
+    assert os.listdir(output.parent) == ["stats.yaml"]  # no temporary file left
+
+    moved = tmp_path / "moved"
+    shutil.copytree(tmp_path / "configs", moved / "configs")
+    shutil.copytree(tmp_path / "runs", moved / "runs")
+    for path in (output, moved / "runs" / "stats.yaml"):  # the relative _BASE_ moves with both folders
+        cfg = get_cfg()
+        add_polar_config(cfg)
+        cfg.merge_from_file(str(path))
+        assert cfg.SOLVER.BASE_LR == 0.0123 and cfg.MODEL.POLAR.HIDDEN_CHANNELS == 7  # the base's keys
+        assert (cfg.INPUT.STACK.DERIVED, cfg.INPUT.STACK.CHANNELS, cfg.MODEL.POLAR.IN_CHANNELS) == (
+            "dolp_aolp_trig", CHANNELS, 3)  # the overrides that shaped the statistics
+        assert len(cfg.MODEL.POLAR.STACK_MEAN) == len(cfg.MODEL.POLAR.STACK_STD) == 3
+        assert 0 < cfg.MODEL.POLAR.STACK_MEAN[0] < 1 and cfg.MODEL.POLAR.STACK_STD[1] > 0  # DoLP, cos 2 AoLP
+
+
+def test_base_path_relative_to_the_output_folder(tmp_path):
+    assert stack_stats.base_path(str(tmp_path / "c" / "a.yaml"), str(tmp_path / "o" / "x" / "s.yaml")) == \
+        os.path.join("..", "..", "c", "a.yaml")
+    assert stack_stats.base_path(str(tmp_path / "a.yaml"), str(tmp_path / "s.yaml")) == "a.yaml"
