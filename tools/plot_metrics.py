@@ -8,7 +8,9 @@ Each --runs entry is a training OUTPUT_DIR (its metrics.json, as Detectron2's JS
 or a metrics.json file. Writes <output>/losses.png (total_loss, every loss_* key, lr) and
 <output>/eval.png (bbox/AP, AP50, AP75, then APs/m/l and the per-category AP-<class>), one subplot
 per key and one line per run; a key that a run lacks is left out for that run, a figure whose
-keys no run has is not written. TensorBoard event files in the same folders stay readable with
+keys no run has is not written. The learning rate is drawn as steps, curves of few points with
+markers; a resume (iterations in metrics.json going back or repeating) is a dotted vertical line
+at the first iteration logged after it, and the later run replaces the earlier one from there. TensorBoard event files in the same folders stay readable with
 `tensorboard --logdir DIR`.
 """
 import argparse
@@ -17,7 +19,7 @@ import sys
 from typing import Optional, Sequence
 
 from polar_rcnn.utils.cli import HelpFormatter
-from polar_rcnn.utils.plots import plot_training, read_metrics
+from polar_rcnn.utils.plots import plot_training, read_metrics, resumes
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -55,7 +57,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     output = args.output or os.path.join(os.path.dirname(first) if os.path.isfile(first) else first, "plots")
     written = plot_training(runs, output, smooth=args.smooth)
     for name, records in runs.items():
-        print(f"{name}: {len(records)} records")
+        resumed = resumes(records)
+        print(f"{name}: {len(records)} records" + (f", resumed at {resumed}" if resumed else ""))
     if not written:
         print("Nothing to plot: no loss or evaluation keys in these metrics files.", file=sys.stderr)
         return 1

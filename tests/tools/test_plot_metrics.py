@@ -4,7 +4,8 @@ import json
 import cv2
 from tool_test_utils import load_tool
 
-from polar_rcnn.utils.plots import DPI, PANEL_SIZE, eval_keys, loss_keys, read_metrics, series
+from polar_rcnn.utils.plots import (DPI, PANEL_SIZE, SPARSE_POINTS, draw_runs, eval_keys, loss_keys, read_metrics,
+                                    resumes, series)
 
 plot_metrics = load_tool("plot_metrics")
 LOSSES = ("total_loss", "loss_cls", "loss_box_reg", "loss_rpn_cls", "loss_rpn_loc")
@@ -71,3 +72,46 @@ def test_no_metrics_no_pictures(tmp_path, capsys):
     assert not (empty / "plots" / "losses.png").exists()
     assert plot_metrics.main(["--runs", str(tmp_path / "nowhere")]) == 2
     assert "no metrics file" in capsys.readouterr().err
+
+
+def _resumed_run(tmp_path):
+    """Run of 200 iterations with eval lines at 99 and 199, then resumed from 99: iterations 119, 139."""
+    path = _write_run(tmp_path / "r")
+    with open(f"{path}/metrics.json", "a") as f:
+        for i in (119, 139):
+            f.write(json.dumps({"iteration": i, "total_loss": 7.0, "lr": 0.002}) + "\n")
+    return path
+
+
+def test_resumes_are_iterations_going_back_or_repeating(tmp_path):
+    records = read_metrics(_write_run(tmp_path / "plain"))
+    assert resumes(records) == []  # evaluation lines share their training line's iteration
+    train = {"total_loss": 1.0}
+    repeat = [{"iteration": 19, **train}, {"iteration": 39, **train}, {"iteration": 39, "bbox/AP": 1.0},
+              {"iteration": 39, **train}, {"iteration": 59, **train}, {"iteration": 9, **train}]
+    assert resumes(repeat) == [39, 9]
+    assert series(repeat, "total_loss") == ([9], [1.0])
+    assert resumes(read_metrics(_resumed_run(tmp_path))) == [119]
+
+
+def test_steps_markers_and_resume_lines(tmp_path, capsys):
+    import matplotlib.pyplot as plt
+
+    sparse = read_metrics(_resumed_run(tmp_path))
+    dense = read_metrics(_write_run(tmp_path / "dense", iters=range(0, 4 * SPARSE_POINTS), with_eval=False))
+    fig = draw_runs({"sparse": sparse, "dense": dense}, ["total_loss", "lr"])
+    try:
+        loss_ax, lr_ax = fig.axes[:2]
+        curves = {(ax.get_title(), line.get_label()): line for ax in (loss_ax, lr_ax) for line in ax.get_lines()}
+        assert curves[("lr", "sparse")].get_drawstyle() == "steps-post"
+        assert curves[("total_loss", "sparse")].get_drawstyle() == "default"
+        assert curves[("total_loss", "sparse")].get_marker() == "o"  # 7 points
+        assert curves[("total_loss", "dense")].get_marker() in (None, "None", "")
+        for ax in (loss_ax, lr_ax):  # the resume as a vertical line in every panel
+            assert list(curves[(ax.get_title(), "sparse: resumed")].get_xdata()) == [119, 119]
+        assert not any(label == "dense: resumed" for _, label in curves)
+    finally:
+        plt.close(fig)
+    out = tmp_path / "plots"
+    assert plot_metrics.main(["--runs", str(tmp_path / "r"), "--output", str(out)]) == 0
+    assert "resumed at [119]" in capsys.readouterr().out and (out / "losses.png").exists()
