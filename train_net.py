@@ -12,7 +12,7 @@ from detectron2.utils.logger import setup_logger
 
 from polar_rcnn import add_polar_config
 from polar_rcnn.data import register_datasets_from_config
-from polar_rcnn.engine import PolarCheckpointer
+from polar_rcnn.engine import load_for_inference
 from polar_rcnn.engine import PolarTrainer as Trainer
 
 
@@ -34,7 +34,7 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        PolarCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        load_for_inference(model, cfg, save_dir=cfg.OUTPUT_DIR, resume=args.resume)
         return Trainer.test(cfg, model)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)

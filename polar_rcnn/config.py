@@ -101,3 +101,6 @@ def add_polar_config(cfg: CN) -> None:
     _C.TEST.BEST_CHECKPOINT_METRIC = ""
     # "max" (AP, AR) or "min" (a loss) for TEST.BEST_CHECKPOINT_METRIC.
     _C.TEST.BEST_CHECKPOINT_MODE = "max"
+    # Evaluate / predict even when MODEL.WEIGHTS is empty or matches none of the model's tensors
+    # (a randomly initialised model); False = that is an error.
+    _C.TEST.ALLOW_RANDOM_WEIGHTS = False

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from common import REPO_ROOT, get_polar_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -91,13 +92,23 @@ def test_train_net_cli_ddp_resume_and_eval_only(tiny_dataset, tmp_path):
     cmd = [sys.executable, os.path.join(REPO_ROOT, "train_net.py"), "--config-file",
            os.path.join(REPO_ROOT, "configs", "faster_rcnn_R_18_FPN_demo_polar_synth.yaml")]
     # two CPU processes through Detectron2's launch (DDP over gloo), one image each
-    subprocess.run(cmd + ["--num-gpus", "2"] + opts + ["SOLVER.MAX_ITER", "2", "SOLVER.CHECKPOINT_PERIOD", "1"],
+    ddp = cmd + ["--num-gpus", "2"]
+    subprocess.run(ddp + opts[:-1] + [str(tmp_path / "full"), "SOLVER.MAX_ITER", "3", "SOLVER.CHECKPOINT_PERIOD", "1"],
                    check=True, env=env, cwd=tmp_path)
-    # --resume (single process) continues from the DDP run's last checkpoint up to the new MAX_ITER
-    out = subprocess.run(cmd + ["--resume"] + opts + ["SOLVER.MAX_ITER", "3"], check=True, env=env,
+    subprocess.run(ddp + opts + ["SOLVER.MAX_ITER", "2", "SOLVER.CHECKPOINT_PERIOD", "1"], check=True, env=env, cwd=tmp_path)
+    state = torch.load(tmp_path / "out" / "model_final.pth", weights_only=True)["trainer"]
+    assert len(state["resume"]["ranks"]) == 2 and "optimizer" in state["_trainer"]
+    # --resume under DDP continues from the last checkpoint exactly as the uninterrupted run went on
+    out = subprocess.run(ddp + ["--resume"] + opts + ["SOLVER.MAX_ITER", "3"], check=True, env=env,
                          cwd=tmp_path, capture_output=True, text=True)
     assert "Starting training from iteration 2" in out.stdout + out.stderr
+    full = torch.load(tmp_path / "full" / "model_final.pth", weights_only=True)["model"]
+    resumed = torch.load(tmp_path / "out" / "model_final.pth", weights_only=True)["model"]
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
     out = subprocess.run(cmd + ["--eval-only"] + opts + ["MODEL.WEIGHTS", str(tmp_path / "out" / "model_final.pth")],
                          check=True, env=env, cwd=tmp_path, capture_output=True, text=True)
     # pycocotools prints the standard 12-line summary
     assert out.stdout.count("Average Precision") == 6 and out.stdout.count("Average Recall") == 6
+    # without weights, evaluation refuses a random model
+    out = subprocess.run(cmd + ["--eval-only"] + opts, env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode != 0 and "MODEL.WEIGHTS is empty" in out.stderr

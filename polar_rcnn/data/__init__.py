@@ -10,6 +10,7 @@ from .errors import AnnotationError, DataError, DatasetError, ImageError, StackE
 from .mapper import PolarDatasetMapper, StackAugInput, StackData, apply_geometric_transforms, stack_values, transform_stack
 from .polar_layout import PolarLayout, check_stack_config, derived_channels, polar_layout_from_config
 from .stack_io import STACK_EXTENSIONS, load_stack, read_stack, resize_stack
+from .train_loader import EmptyTrainingSetError, TrainLoader, build_train_loader
 from .validation import STACK_FILE_KEY, annotation_problems, validate_record
 
 __all__ = [
@@ -19,14 +20,17 @@ __all__ = [
     "BadSampleReport",
     "DataError",
     "DatasetError",
+    "EmptyTrainingSetError",
     "ImageError",
     "PolarDatasetMapper",
     "PolarLayout",
     "StackAugInput",
     "StackData",
     "StackError",
+    "TrainLoader",
     "annotation_problems",
     "apply_geometric_transforms",
+    "build_train_loader",
     "stack_values",
     "transform_stack",
     "check_stack_config",

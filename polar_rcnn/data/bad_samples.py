@@ -66,7 +66,8 @@ def read_bad_samples(output_dir: str) -> List[Dict]:
 
 class BadSampleReport(HookBase):
     """Puts the number of skipped samples into the event storage (``data/bad_samples``) every
-    ``period`` iterations and logs a summary (count per kind, the first files) after training."""
+    ``period`` iterations and at the end, and logs a summary (count per kind, the first files) after
+    training. Place it before the writers' hook, so that the count reaches metrics.json."""
 
     def __init__(self, output_dir: str, period: int = 20, max_listed: int = 10):
         self.output_dir = output_dir
@@ -90,6 +91,7 @@ class BadSampleReport(HookBase):
         if not comm.is_main_process():
             return
         self._refresh()
+        self.trainer.storage.put_scalar("data/bad_samples", self.count, smoothing_hint=False)
         if not self.entries:
             logger.info("No bad training samples were skipped.")
             return

@@ -1,5 +1,6 @@
 """Training hooks: :class:`UnfreezeHook` (``MODEL.FREEZE.UNFREEZE_ITER`` / ``UNFREEZE_PARTS``) and
 :class:`BestCheckpointer` (``TEST.BEST_CHECKPOINT_METRIC`` / ``_MODE``)."""
+import json
 import logging
 import os
 from typing import Any, Dict, List, Optional, Sequence
@@ -10,8 +11,8 @@ from torch.nn.parallel import DistributedDataParallel
 from detectron2.config import configurable
 from detectron2.engine import HookBase, create_ddp_model, hooks
 from detectron2.solver import get_default_optimizer_params
-from detectron2.utils.file_io import PathManager
 
+from ..utils.atomic import atomic_write_text
 from .freezing import parameter_table, select_unfreeze_parameters, unfreeze_parameters, unwrap
 
 logger = logging.getLogger(__name__)
@@ -148,20 +149,14 @@ class UnfreezeHook(HookBase):
 
 
 class _KeepLastCheckpointTag:
-    """``save(name, **extra)`` through a checkpointer without moving its ``last_checkpoint`` tag,
-    so that ``--resume`` continues from the latest periodic checkpoint, not from the best one."""
+    """``save(name, **extra)`` through a :class:`PolarCheckpointer` without moving its
+    ``last_checkpoint`` tag, so that ``--resume`` continues from the latest periodic checkpoint."""
 
     def __init__(self, checkpointer):
         self.checkpointer = checkpointer
 
     def save(self, name: str, **kwargs) -> None:
-        c = self.checkpointer
-        previous = c.get_checkpoint_file() if c.has_checkpoint() else None
-        c.save(name, **kwargs)
-        if previous:
-            c.tag_last_checkpoint(os.path.basename(previous))
-        else:
-            PathManager.rm(os.path.join(c.save_dir, "last_checkpoint"))
+        self.checkpointer.save(name, tag=False, **kwargs)
 
 
 class BestCheckpointer(hooks.BestCheckpointer):
@@ -170,6 +165,9 @@ class BestCheckpointer(hooks.BestCheckpointer):
     ``EvalHook`` placed before it (every ``TEST.EVAL_PERIOD`` iterations and at the end of training)
     it saves ``OUTPUT_DIR/model_best.pth`` (model + trainer state, ``"iteration"`` of the evaluation)
     when the metric improved. ``last_checkpoint`` keeps pointing at the latest periodic checkpoint.
+
+    The best value so far is written beside it (``model_best.json``: metric, value, iteration) and
+    read back when a run resumes, so that ``model_best.pth`` is only ever replaced by a better model.
     """
 
     @configurable
@@ -188,6 +186,25 @@ class BestCheckpointer(hooks.BestCheckpointer):
         if mode not in ("max", "min"):
             raise ValueError(f"TEST.BEST_CHECKPOINT_MODE must be 'max' or 'min', got {mode!r}")
         super().__init__(eval_period, _KeepLastCheckpointTag(checkpointer), val_metric, mode, file_prefix)
+        self._record = os.path.join(checkpointer.save_dir, f"{file_prefix}.json")
+
+    def before_train(self):
+        if self.trainer.start_iter == 0 or not os.path.isfile(self._record):
+            return
+        with open(self._record, encoding="utf-8") as f:
+            record = json.load(f)
+        if record.get("metric") == self._val_metric:
+            self.best_metric, self.best_iter = float(record["value"]), int(record["iteration"])
+            logger.info("Resuming with the best %s so far: %.5f @ iteration %d (%s)", self._val_metric,
+                        self.best_metric, self.best_iter, self._record)
+
+    def _best_checking(self):
+        before = (self.best_metric, self.best_iter)
+        super()._best_checking()
+        if (self.best_metric, self.best_iter) != before:
+            atomic_write_text(self._record, json.dumps(
+                {"metric": self._val_metric, "value": float(self.best_metric), "iteration": int(self.best_iter)}
+            ) + "\n")
 
     @classmethod
     def from_config(cls, cfg, checkpointer):

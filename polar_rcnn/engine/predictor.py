@@ -10,7 +10,7 @@ from detectron2.modeling import build_model
 
 from ..data import check_stack_config, register_datasets_from_config
 from ..data.mapper import StackAugInput
-from .checkpoint import PolarCheckpointer
+from .checkpoint import load_for_inference
 
 
 class PolarPredictor:
@@ -29,7 +29,7 @@ class PolarPredictor:
         self.model.eval()
         if len(cfg.DATASETS.TEST):
             self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0])
-        PolarCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
+        load_for_inference(self.model, cfg)
         self.stack_layout = check_stack_config(cfg) if cfg.INPUT.STACK.ENABLED else None
         self.aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
         self.input_format = cfg.INPUT.FORMAT

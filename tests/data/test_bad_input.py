@@ -17,6 +17,7 @@ from polar_rcnn.data import (
     BadSampleReport,
     DataError,
     DatasetError,
+    EmptyTrainingSetError,
     ImageError,
     PolarDatasetMapper,
     StackError,
@@ -223,6 +224,25 @@ def test_skip_mode_counts_across_workers_and_training_goes_on(tiny, tmp_path, ca
     assert {e["kind"] for e in entries} == {"truncated", "missing"}
     assert os.getpid() not in {e["pid"] for e in entries}  # written by the worker processes
     assert f"Skipped {len(entries)} bad training samples" in caplog.text
+    with open(out / "metrics.json") as f:
+        written = [json.loads(line) for line in f]
+    assert written[-1]["data/bad_samples"] == len(entries)  # the count reaches metrics.json
+
+
+def test_a_training_set_of_only_bad_samples_is_a_clear_error(tiny, tmp_path):
+    _, _, records = tiny
+    records = [dict(r, file_name=str(tmp_path / f"missing{i}.png")) for i, r in enumerate(records)]
+    name = "_test_bad_input_all_bad"
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+    DatasetCatalog.register(name, lambda: records)
+    MetadataCatalog.get(name).thing_classes = ["glass", "plastic", "metal"]
+    cfg = mapper_cfg(DATASETS__ON_BAD_SAMPLE="skip", OUTPUT_DIR=str(tmp_path / "out"))
+    cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = (name,), ()
+    cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.MAX_ITER = 2, 3
+    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    with pytest.raises(EmptyTrainingSetError, match="nothing to train on"):
+        PolarTrainer(cfg).train()
 
 
 def test_raise_mode_in_a_data_loader(tiny, tmp_path):

@@ -24,7 +24,7 @@ def tiny_opts(name="", root="", json_file="", size=(48, 64), max_iter=2):
         "INPUT.MIN_SIZE_TEST", str(size[0]), "INPUT.MAX_SIZE_TEST", str(size[1]),
         "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", str(max_iter), "SOLVER.WARMUP_ITERS", "1",
         "SOLVER.STEPS", "()", "SOLVER.CHECKPOINT_PERIOD", "100000", "DATALOADER.NUM_WORKERS", "0",
-        "MODEL.WEIGHTS", "", "SEED", "0",
+        "MODEL.WEIGHTS", "", "TEST.ALLOW_RANDOM_WEIGHTS", "True", "SEED", "0",  # untrained models on purpose
     ]
     if json_file:
         entry = [[name, json_file, os.path.join(root, "train", "images"), os.path.join(root, "train", "stacks")]]
