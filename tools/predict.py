@@ -59,14 +59,17 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--output", default="output/predictions", metavar="DIR", help="where the results go")
     p.add_argument("--num-pictures", type=int, default=6, metavar="N", help="images drawn (0: none)")
     p.add_argument("--score-threshold", type=float, default=0.5, help="detections drawn in the pictures")
+    p.add_argument("--min-detections", type=int, default=3, metavar="K",
+                   help="when no detection of an image reaches --score-threshold, its K best are drawn (a young "
+                        "model scores low; 0: none)")
     p.add_argument("--topk", type=int, default=50, metavar="K", help="RPN proposals drawn")
     p.add_argument("opts", nargs=argparse.REMAINDER, default=[],
                    help="config overrides as trailing KEY VALUE pairs (MODEL.WEIGHTS FILE ...)")
     args = p.parse_args(argv)
     if args.stacks and not args.input:
         p.error("--stacks goes with --input")
-    if args.num_pictures < 0 or args.topk < 0:
-        p.error("--num-pictures and --topk must be >= 0")
+    if args.num_pictures < 0 or args.topk < 0 or args.min_detections < 0:
+        p.error("--num-pictures, --topk and --min-detections must be >= 0")
     return args
 
 
@@ -109,7 +112,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     id_map = dataset_id_map(metadata)
     if id_map is None:
         logger.warning("No dataset category ids known: category_id is the contiguous class index")
-    maker = PictureMaker(cfg, topk=args.topk, score_threshold=args.score_threshold, metadata=metadata)
+    maker = PictureMaker(cfg, topk=args.topk, score_threshold=args.score_threshold,
+                         min_detections=args.min_detections, metadata=metadata)
 
     os.makedirs(args.output, exist_ok=True)
     pictures_dir = os.path.join(args.output, "pictures")

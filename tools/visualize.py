@@ -1,6 +1,9 @@
 #!/usr/bin/env python
 """Pictures of a trained model: ground truth, top-k RPN proposals and detections over the image,
-next to views of the stack (DoLP as grey and AoLP as hue for polarization stacks, else --channels).
+next to views of the stack (for polarization stacks DoLP as grey and AoLP as hue with DoLP as
+brightness, else --channels). Boxes have one colour per class (the dataset's thing_colors, else a
+fixed palette), the same in ground truth and detections and in every run; each row is titled with
+the image's file name.
 
     .venv/bin/python tools/visualize.py --config-file configs/faster_rcnn_R_18_FPN_demo_polar_synth.yaml \\
         --output output/demo/pictures MODEL.WEIGHTS output/demo/model/model_final.pth
@@ -53,6 +56,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--num-images", type=int, default=6, metavar="N", help="pictures (and grid rows)")
     p.add_argument("--topk", type=int, default=50, metavar="K", help="RPN proposals shown (0: no proposal panel)")
     p.add_argument("--score-threshold", type=float, default=0.5, help="detections shown")
+    p.add_argument("--min-detections", type=int, default=3, metavar="K",
+                   help="when no detection of an image reaches --score-threshold, its K best are drawn (a young "
+                        "model scores low; 0: none)")
     p.add_argument("--channels", type=channel_list, default=[], metavar="C[,C,C]",
                    help="1 or 3 stack channels to show instead of DoLP / AoLP (non-polarization stacks: "
                         "default the first three)")
@@ -60,8 +66,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("opts", nargs=argparse.REMAINDER, default=[],
                    help="config overrides as trailing KEY VALUE pairs (MODEL.WEIGHTS FILE ...)")
     args = p.parse_args(argv)
-    if args.num_images < 1 or args.topk < 0 or args.scale <= 0:
-        p.error("--num-images >= 1, --topk >= 0 and --scale > 0 required")
+    if args.num_images < 1 or args.topk < 0 or args.min_detections < 0 or args.scale <= 0:
+        p.error("--num-images >= 1, --topk >= 0, --min-detections >= 0 and --scale > 0 required")
     if len(args.channels) not in (0, 1, 3):
         p.error("--channels takes 1 or 3 channel indices")
     if args.stacks and not args.input:
@@ -92,7 +98,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.rgb_only:
             records = without_stacks(records)
         paths, grid = write_pictures(cfg, records, args.output, num_images=args.num_images, topk=args.topk,
-                                     score_threshold=args.score_threshold, channels=args.channels or None,
+                                     score_threshold=args.score_threshold, min_detections=args.min_detections, channels=args.channels or None,
                                      scale=args.scale, metadata=metadata)
     except (DataError, FileNotFoundError, ValueError) as e:
         print(f"Error: {e}", file=sys.stderr)

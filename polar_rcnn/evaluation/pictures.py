@@ -51,20 +51,24 @@ class PictureMaker:
         predictor: an existing predictor for ``cfg`` (default: a new one).
         topk: RPN proposals shown (the k with the highest objectness); 0 = no proposal panel.
         score_threshold: detections shown.
+        min_detections: when no detection reaches ``score_threshold``, the ``min_detections``
+            best are shown instead (captioned so; a young model scores low); 0 = none.
         channels: stack channels to show (1 or 3) instead of DoLP / AoLP.
         scale: picture size relative to the image.
         metadata: class names for the labels (default: the predictor's, from ``DATASETS.TEST[0]``).
     """
 
     def __init__(self, cfg, predictor: Optional[PolarPredictor] = None, *, topk: int = 50,
-                 score_threshold: float = 0.5, channels: Optional[Sequence[int]] = None, scale: float = 1.0,
-                 metadata=None):
-        if topk < 0 or scale <= 0:
-            raise ValueError(f"topk must be >= 0 and scale > 0, got {topk}, {scale}")
+                 score_threshold: float = 0.5, min_detections: int = 3, channels: Optional[Sequence[int]] = None,
+                 scale: float = 1.0, metadata=None):
+        if topk < 0 or scale <= 0 or min_detections < 0:
+            raise ValueError(f"topk and min_detections must be >= 0 and scale > 0, got {topk}, {min_detections}, "
+                             f"{scale}")
         self.cfg = cfg
         self.predictor = predictor if predictor is not None else PolarPredictor(cfg)
         self.topk = topk
         self.score_threshold = score_threshold
+        self.min_detections = min_detections
         self.channels = list(channels) if channels else None
         self.scale = scale
         self.metadata = metadata if metadata is not None else getattr(self.predictor, "metadata", None)
@@ -97,19 +101,19 @@ class PictureMaker:
             boxes = proposals.proposal_boxes.tensor[: self.topk].numpy()
             panels.append((f"RPN top-{len(boxes)}", vis.proposals_panel(image_rgb, boxes, s)))
         if "instances" in outputs:
-            instances = outputs["instances"].to("cpu")
-            shown = int((instances.scores >= self.score_threshold).sum())
-            panels.append((f"detections >= {self.score_threshold:g} ({shown})",
-                           vis.detections_panel(image_rgb, instances, self.metadata, self.score_threshold, s)))
+            shown, below = vis.shown_detections(outputs["instances"], self.score_threshold, self.min_detections)
+            caption = (f"top-{len(shown)} (all < {self.score_threshold:g})" if below
+                       else f"detections >= {self.score_threshold:g} ({len(shown)})")
+            panels.append((caption, vis.detections_panel(image_rgb, shown, self.metadata, None, s)))
         if stack is not None:
             panels.extend(vis.stack_panels(stack, self.layout, self.channels))
         return panels
 
     def picture(self, record: Dict, image_bgr: np.ndarray, stack: Optional[np.ndarray], outputs: Dict,
                 proposals=None) -> np.ndarray:
-        """One RGB picture: the :meth:`panels` side by side with captions."""
+        """One RGB picture: the :meth:`panels` side by side with captions, under the image's file name."""
         return vis.compose_row(self.panels(record, image_bgr, stack, outputs, proposals),
-                               caption_height=int(round(vis.CAPTION_HEIGHT * self.scale)))
+                               title=os.path.basename(record.get("file_name", "")))
 
     def __call__(self, record: Dict) -> Tuple[np.ndarray, Dict]:
         """Read ``record``'s image and stack, predict and draw: (RGB picture, outputs)."""

@@ -8,6 +8,7 @@ from detectron2.structures import Boxes, Instances
 from polar_rcnn.data.polar_layout import PolarLayout
 from polar_rcnn.data.synthetic import malus_stack
 from polar_rcnn.utils import visualization as vis
+from polar_rcnn.utils.visualization import GAP
 
 H, W = 24, 32
 
@@ -25,7 +26,7 @@ def _polar_stack(dolp_left, aolp_left_deg, dolp_right, aolp_right_deg, bands=2):
 def test_dolp_grey_and_aolp_hue_show_the_stack_polarization():
     stack = _polar_stack(0.2, 0.0, 0.8, 60.0)
     panels = vis.stack_panels(stack, PolarLayout("angles", channels=stack.shape[2]))
-    assert [name for name, _ in panels] == ["DoLP", "AoLP (hue)"]
+    assert [name for name, _ in panels] == ["DoLP", "AoLP hue, DoLP value"]
     dolp, aolp = panels[0][1], panels[1][1]
     assert dolp.shape == aolp.shape == (H, W, 3) and dolp.dtype == np.uint8
     # grey: R = G = B = DoLP * 255
@@ -33,6 +34,18 @@ def test_dolp_grey_and_aolp_hue_show_the_stack_polarization():
     assert abs(int(dolp[0, 0, 0]) - 51) <= 2 and abs(int(dolp[0, -1, 0]) - 204) <= 2
     # hue: AoLP 0 deg is red, 60 deg is green
     assert np.argmax(aolp[0, 0]) == 0 and np.argmax(aolp[0, -1]) == 1
+    # value: DoLP relative to its 99th percentile (0.8): the less polarized half is darker
+    assert aolp[0, -1].max() >= 250 and abs(int(aolp[0, 0].max()) - 64) <= 3
+
+
+def test_unpolarized_noise_stays_dark_in_the_aolp_view():
+    rng = np.random.default_rng(0)
+    aolp = rng.uniform(0, np.pi, (H, W)).astype(np.float32)  # the angle of unpolarized light is noise
+    dolp = np.full((H, W), 0.01, np.float32)
+    dolp[:4, :4] = 0.6  # one polarized patch
+    view = vis.aolp_panel(aolp, dolp)
+    assert view[4:, 4:].max() <= 10 and view[:4, :4].max(axis=2).min() >= 250
+    assert vis.aolp_panel(aolp).max(axis=2).min() >= 250  # without DoLP: full brightness
 
 
 def test_stokes_layout_gives_the_same_views_as_angles():
@@ -78,3 +91,71 @@ def test_rows_and_grids_have_the_stated_sizes():
     grid = vis.image_grid([row, small], gap=5)
     assert grid.shape == (row.shape[0] + small.shape[0] + 5, row.shape[1], 3)
     assert (grid[row.shape[0] + 5:, W:] == 255).all()  # the shorter row is padded with white
+
+
+def _ink(strip):
+    """Columns of an RGB strip that hold something other than white."""
+    return np.flatnonzero((strip < 255).any(axis=(0, 2)))
+
+
+@pytest.mark.parametrize("width", [64, 128, 800])
+def test_captions_and_title_fit_their_panels_at_any_size(width):
+    image = np.zeros((width * 3 // 4, width, 3), np.uint8)
+    captions = ["ground truth", "detections >= 0.5 (12)", "AoLP hue, DoLP value"]
+    row = vis.compose_row([(c, image) for c in captions])
+    h = image.shape[0]
+    assert row.shape[1] == 3 * width + 2 * GAP
+    top = row.shape[0] - h
+    for i in range(3):
+        x = i * (width + GAP)
+        columns = _ink(row[:top, x : x + width])
+        assert len(columns), captions[i]
+        assert columns.max() < width - 1  # no caption reaches its panel's right edge
+        if i:
+            assert (row[:top, x - GAP : x] == 255).all()  # nor runs into the gap before this panel
+        assert (row[top:, x : x + width] == 0).all()  # the panels themselves untouched
+    named = vis.compose_row([(c, image) for c in captions], title="cam0_frame_000123.png")
+    assert named.shape[0] > row.shape[0] and (named[-row.shape[0]:] == row).all()  # a line above the captions
+    title = named[: named.shape[0] - row.shape[0]]
+    assert len(_ink(title)) and _ink(title).max() < named.shape[1] - 1
+
+
+def test_fixed_caption_height_shrinks_the_text():
+    image = np.zeros((24, 32, 3), np.uint8)
+    row = vis.compose_row([("detections >= 0.5 (12)", image)], caption_height=10)
+    assert row.shape == (34, 32, 3)
+    assert len(_ink(row[:10])) and _ink(row[:10]).max() < 31
+
+
+def test_class_colours_are_fixed_and_shared_by_ground_truth_and_detections():
+    from detectron2.data import MetadataCatalog
+
+    image = np.zeros((64, 64, 3), np.uint8)
+    box = [8.0, 8.0, 40.0, 40.0]
+    gt = vis.ground_truth_panel(image, [{"bbox": box, "bbox_mode": 0, "category_id": 2}])
+    inst = Instances((64, 64), pred_boxes=Boxes(torch.tensor([box])), scores=torch.tensor([0.9]),
+                     pred_classes=torch.tensor([2]))
+    det = vis.detections_panel(image, inst)
+    edge = (20, 8)  # a pixel of the left edge, away from the label
+    assert (gt[edge] > 0).any() and (gt[edge] == det[edge]).all()
+    assert (vis.ground_truth_panel(image, [{"bbox": box, "bbox_mode": 0, "category_id": 2}]) == gt).all()
+    assert vis.class_color(2) == vis.class_color(2) != vis.class_color(1)
+    meta = MetadataCatalog.get("_vis_test_colours")
+    meta.thing_colors = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
+    try:
+        assert vis.class_color(2, meta) == (0.0, 0.0, 1.0)
+        blue = vis.ground_truth_panel(image, [{"bbox": box, "bbox_mode": 0, "category_id": 2}], meta)
+        assert np.argmax(blue[edge]) == 2
+    finally:
+        MetadataCatalog.remove("_vis_test_colours")
+
+
+def test_the_best_detections_when_none_reaches_the_threshold():
+    inst = Instances((H, W), pred_boxes=Boxes(torch.tensor([[0.0, 0, 5, 5]] * 3)),
+                     scores=torch.tensor([0.2, 0.1, 0.4]), pred_classes=torch.tensor([0, 1, 2]))
+    shown, below = vis.shown_detections(inst, 0.5, min_shown=2)
+    assert below and shown.scores.tolist() == pytest.approx([0.4, 0.2])
+    shown, below = vis.shown_detections(inst, 0.15, min_shown=2)
+    assert not below and sorted(shown.scores.tolist()) == pytest.approx([0.2, 0.4])
+    shown, below = vis.shown_detections(inst, 0.5)
+    assert not below and len(shown) == 0
