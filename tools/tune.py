@@ -18,14 +18,24 @@ Each trial trains the config (plus the trailing opts and the trial's values) in-
 PolarTrainer for --max-iter iterations (default: the config's SOLVER.MAX_ITER) in
 <output>/trial_<number>, with the config's SEED, evaluates on DATASETS.TEST (use a validation
 split) and returns --metric (a key of the flattened results, e.g. bbox/AP, bbox/AP50; no
-detections = 0). A trial whose loss diverges is recorded as failed. The study lives in the
+detections = 0). A trial whose loss diverges is recorded as failed. With --max-iter the schedule
+is scaled to it: SOLVER.WARMUP_ITERS, SOLVER.STEPS and MODEL.FREEZE.UNFREEZE_ITER keep their
+fraction of SOLVER.MAX_ITER (a 10-iteration trial of a 200-iteration config warms up for 2, not 40).
+A trial's checkpoints (*.pth) are deleted when it ends (--keep-checkpoints keeps them); its
+config.yaml, metrics.json and events stay. The console shows two lines per trial (its values, its
+result) and warnings; the trainers' log goes to <output>/log.txt (without the model printout) and
+what the evaluation prints to <trial>/stdout.txt (--verbose: all of it on the console too). The study lives in the
 --storage database (default sqlite:///<output>/study.db) under --study-name and is loaded if it
 exists: --trials is the total number of finished trials wanted, so rerunning the command after an
 interruption runs only the missing ones (a trial left running by the interrupted process is marked
 failed and its parameters are tried again). One process per study. At the end it prints every
-trial, the best one and the train_net.py command that reproduces it.
+trial, the best one (with a warning when other trials have the same value: they cannot be told
+apart) and the train_net.py command that reproduces it in its own OUTPUT_DIR
+(<output>/reproduce_trial_<number>).
 """
 import argparse
+import contextlib
+import glob
 import logging
 import math
 import os
@@ -81,6 +91,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--study-name", default="", help="default: the config file's base name")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of Optuna's TPE sampler (plus the number of trials already in the study)")
+    p.add_argument("--keep-checkpoints", action="store_true", help="keep each trial's checkpoints (*.pth)")
+    p.add_argument("--verbose", action="store_true", help="the trainers' whole log on the console")
     p.add_argument("opts", nargs=argparse.REMAINDER, default=[],
                    help="config overrides for every trial, as trailing KEY VALUE pairs")
     args = p.parse_args(argv)
@@ -109,6 +121,75 @@ def suggest(trial, cfg, space: Sequence[str], lr_range, weight_range) -> List[st
     if "modality_dropout" in space and reads_stack:
         values["MODEL.POLAR.MODALITY_DROPOUT"] = trial.suggest_float("MODEL.POLAR.MODALITY_DROPOUT", 0.0, 0.5)
     return params_to_opts(values)
+
+
+def schedule_opts(cfg, max_iter: int) -> List[str]:
+    """Config opts scaling ``cfg``'s schedule to ``max_iter`` iterations: SOLVER.MAX_ITER, and
+    SOLVER.WARMUP_ITERS, SOLVER.STEPS, MODEL.FREEZE.UNFREEZE_ITER at the same fraction of it
+    (rounded; a warmup or unfreeze stays >= 1 iteration, steps stay inside the run)."""
+    total = int(cfg.SOLVER.MAX_ITER)
+    if not max_iter or max_iter == total:
+        return []
+    f = max_iter / total
+    opts = ["SOLVER.MAX_ITER", str(max_iter)]
+    if cfg.SOLVER.WARMUP_ITERS > 0:
+        opts += ["SOLVER.WARMUP_ITERS", str(max(1, round(cfg.SOLVER.WARMUP_ITERS * f)))]
+    steps = sorted({round(step * f) for step in cfg.SOLVER.STEPS} & set(range(1, max_iter)))
+    opts += ["SOLVER.STEPS", str(tuple(steps))]
+    if cfg.MODEL.FREEZE.UNFREEZE_ITER > 0:
+        opts += ["MODEL.FREEZE.UNFREEZE_ITER", str(max(1, round(cfg.MODEL.FREEZE.UNFREEZE_ITER * f)))]
+    return opts
+
+
+def remove_checkpoints(output_dir: str) -> int:
+    """Delete the checkpoints (*.pth and the last_checkpoint tag) of a trial folder; returns the bytes freed."""
+    freed = 0
+    for path in glob.glob(os.path.join(output_dir, "*.pth")) + glob.glob(os.path.join(output_dir, "last_checkpoint")):
+        freed += os.path.getsize(path)
+        os.remove(path)
+    return freed
+
+
+def tied_with_best(study) -> List[int]:
+    """Numbers of the complete trials other than the best whose value equals the best one's."""
+    import optuna
+
+    best = study.best_trial
+    return [t.number for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE
+            and t.number != best.number and math.isclose(t.value, best.value, rel_tol=0, abs_tol=1e-9)]
+
+
+class _NoModelPrintout(logging.Filter):
+    """Drops the trainer's "Model:\n<every module>" record (detectron2.engine.defaults)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name == "detectron2.engine.defaults" and str(record.msg).startswith("Model:"))
+
+
+@contextlib.contextmanager
+def quiet_trial_logs(verbose: bool):
+    """Within the block: no model printout in any log of the detectron2 and polar_rcnn loggers and,
+    unless ``verbose``, only their warnings on the console, and only Optuna's warnings. The
+    handlers and Optuna's verbosity are restored after it."""
+    import optuna
+
+    verbosity = optuna.logging.get_verbosity()
+    if not verbose:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    drop = _NoModelPrintout()
+    handlers = [h for name in ("detectron2", "polar_rcnn") for h in logging.getLogger(name).handlers]
+    levels = [h.level for h in handlers]
+    for handler in handlers:
+        handler.addFilter(drop)
+        if not verbose and getattr(handler, "stream", None) in (sys.stdout, sys.stderr):
+            handler.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for handler, level in zip(handlers, levels):
+            handler.removeFilter(drop)
+            handler.setLevel(level)
+        optuna.logging.set_verbosity(verbosity)
 
 
 def params_to_opts(params: Dict[str, float]) -> List[str]:
@@ -150,8 +231,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, KeyError, AssertionError) as e:  # yacs asserts on unknown keys
         print(f"Config error: {e}", file=sys.stderr)
         return 2
-    if args.max_iter:
-        base.SOLVER.MAX_ITER = args.max_iter
+    schedule = schedule_opts(base, args.max_iter)
+    base.merge_from_list(schedule)
+    if schedule:
+        print("Trial schedule: " + " ".join(schedule))
     if not base.DATASETS.TEST:
         print("DATASETS.TEST is empty: trials need a validation dataset to evaluate on.", file=sys.stderr)
         return 2
@@ -173,19 +256,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         cfg.OUTPUT_DIR = os.path.join(args.output, f"trial_{trial.number:03d}")
         cfg.freeze()
         trial.set_user_attr("output_dir", cfg.OUTPUT_DIR)
-        logger.info("Trial %d: %s", trial.number, " ".join(opts))
-        results = train_and_evaluate(cfg)
+        print(f"Trial {trial.number}: {' '.join(opts)}", flush=True)
+        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+        try:
+            # what the evaluation prints (pycocotools' tables) goes to the trial's stdout.txt
+            with open(os.path.join(cfg.OUTPUT_DIR, "stdout.txt"), "a") as out, \
+                    contextlib.redirect_stdout(sys.stdout if args.verbose else out):
+                results = train_and_evaluate(cfg)
+        finally:
+            if not args.keep_checkpoints:
+                remove_checkpoints(cfg.OUTPUT_DIR)
         flat = {k: float(v) for k, v in flatten_results_dict(results).items()}
         trial.set_user_attr("results", {k: v for k, v in flat.items() if not math.isnan(v)})
-        return metric_value(results, args.metric)
+        value = metric_value(results, args.metric)
+        print(f"Trial {trial.number}: {args.metric} = {value:.3f}", flush=True)
+        return value
 
     if remaining:
-        study.optimize(objective, n_trials=remaining, catch=(FloatingPointError,))
-    report(study, args)
+        with quiet_trial_logs(args.verbose):
+            study.optimize(objective, n_trials=remaining, catch=(FloatingPointError,))
+    report(study, args, schedule)
     return 0
 
 
-def report(study, args) -> None:
+def report(study, args, schedule: Sequence[str] = ()) -> None:
     import optuna
 
     rows = [[t.number, t.state.name, "-" if t.value is None else f"{t.value:.3f}",
@@ -199,11 +293,15 @@ def report(study, args) -> None:
     best = study.best_trial
     opts = params_to_opts(best.params)
     print(f"\nBest trial {best.number}: {args.metric} = {best.value:.3f} ({best.user_attrs.get('output_dir', '')})")
+    ties = tied_with_best(study)
+    if ties:
+        logger.warning("Trials %s have the same %s (%.3f) as the best trial %d: they cannot be told apart, and "
+                       "'best' is only the first of them. Train longer (--max-iter), or evaluate on a larger "
+                       "validation set.", ties, args.metric, best.value, best.number)
     print("Config opts: " + " ".join(opts))
     command = [".venv/bin/python", "train_net.py", "--config-file", args.config_file] + list(args.opts)
-    if args.max_iter:
-        command += ["SOLVER.MAX_ITER", str(args.max_iter)]
-    print("Reproduce:   " + " ".join(shlex.quote(c) for c in command + opts))
+    command += list(schedule) + opts + ["OUTPUT_DIR", os.path.join(args.output, f"reproduce_trial_{best.number:03d}")]
+    print("Reproduce:   " + " ".join(shlex.quote(c) for c in command))
 
 
 if __name__ == "__main__":
