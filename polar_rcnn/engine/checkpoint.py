@@ -51,6 +51,12 @@ def _by_part(names) -> Dict[str, List[str]]:
     return groups
 
 
+def _iteration_of(path: str) -> Optional[int]:
+    """The iteration after which ``model_<iteration>.pth`` was saved (None for other names)."""
+    stem = os.path.basename(path)[len("model_"):-len(".pth")]
+    return int(stem) if stem.isdigit() else None
+
+
 def non_finite_tensors(state: dict, prefix: str = "") -> List[str]:
     """Names of the floating-point tensors in a (nested) state dict that hold NaN or Inf."""
     bad = []
@@ -156,6 +162,25 @@ class PolarCheckpointer(DetectionCheckpointer):
 
     def has_checkpoint(self) -> bool:
         return bool(self.save_dir) and super().has_checkpoint()
+
+    def set_aside_diverged(self, iteration: int) -> Optional[str]:
+        """After the loss became non-finite at ``iteration``: a checkpoint saved after the step
+        before (its weights gave that loss) is renamed ``*.pth.diverged`` and ``last_checkpoint``
+        moves to the newest remaining one. Returns the checkpoint to resume from, or None."""
+        good = None
+        for path in self.resume_candidates():
+            saved_after = _iteration_of(path)
+            if saved_after is not None and saved_after >= iteration - 1:
+                os.replace(path, path + ".diverged")
+                logger.warning("Set aside %s (saved after iteration %d; the next loss was non-finite) as %s.diverged",
+                               path, saved_after, path)
+            elif good is None:
+                good = path
+        if good:
+            self.tag_last_checkpoint(os.path.basename(good))
+        elif self.has_checkpoint():
+            PathManager.rm(os.path.join(self.save_dir, "last_checkpoint"))
+        return good
 
     _read_ahead = None
 

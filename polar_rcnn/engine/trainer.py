@@ -125,10 +125,10 @@ class PolarTrainer(DefaultTrainer):
         try:
             return super().train()
         except FloatingPointError as e:
-            last = self.checkpointer.get_checkpoint_file() if self.checkpointer.has_checkpoint() else ""
+            last = self.checkpointer.set_aside_diverged(self.iter) if comm.is_main_process() else None
             raise FloatingPointError(
                 f"Training diverged at iteration {self.iter}: {e}\n"
-                + (f"The last checkpoint with finite weights is {last}: " if last else "No checkpoint was saved: ")
+                + (f"The last checkpoint before the divergence is {last}: " if last else "No checkpoint from before the divergence: ")
                 + "lower SOLVER.BASE_LR (or raise SOLVER.WARMUP_ITERS, set SOLVER.CLIP_GRADIENTS) and "
                 + ("train with --resume to go on from it." if last else "train again.")
                 + " See README.md, 'Recovering a run'."

@@ -183,3 +183,23 @@ def test_loader_leaves_the_callers_rng_alone():
     np.random.seed(1)
     next(iter(_loader(0)))
     assert (torch.rand(1), np.random.rand()) == expected
+
+
+def test_divergence_names_the_iteration_and_the_checkpoint_to_resume_from(train_set, tmp_path):
+    cfg = _cfg(tmp_path, train_set)
+    cfg.SOLVER.BASE_LR, cfg.SOLVER.CHECKPOINT_PERIOD, cfg.SOLVER.MAX_ITER = 1e4, 1, 20
+    cfg.MODEL.POLAR.MODALITY_DROPOUT = 0.0
+    with pytest.raises(FloatingPointError) as e:
+        _run(cfg)
+    diverged_at = int(str(e.value).split("diverged at iteration ")[1].split(":")[0])
+    assert 1 <= diverged_at < 20
+    tagged = (tmp_path / "last_checkpoint").read_text() if (tmp_path / "last_checkpoint").exists() else None
+    if tagged:  # the newest checkpoint whose weights still gave a finite loss
+        assert f"{tmp_path / tagged}" in str(e.value) and int(tagged[6:13]) < diverged_at - 1
+    else:
+        assert "No checkpoint from before the divergence" in str(e.value)
+    # the checkpoint whose weights gave the non-finite loss is set aside, never resumed from
+    assert (tmp_path / f"model_{diverged_at - 1:07d}.pth.diverged").exists() or diverged_at - 1 < 0
+    for path in tmp_path.glob("model_*.pth"):
+        state = torch.load(path, weights_only=True)["model"]
+        assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
