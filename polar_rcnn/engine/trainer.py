@@ -10,11 +10,12 @@ from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 
 from ..data import BadSampleReport, PolarDatasetMapper, TrainLoader, build_train_loader
+from ..data.settings_summary import stack_settings_summary
 from ..modeling.loss_weights import apply_loss_weights
 from .checkpoint import PolarCheckpointer, warn_if_nothing_loaded
 from .freezing import freeze_from_config
 from .hooks import BestCheckpointer, UnfreezeHook
-from .training_state import RESUME_STATE_VERSION, GatherResumeState, drop_metrics_from, preserved_rng, restore_rng
+from .training_state import RESUME_STATE_VERSION, GatherResumeState, mark_resume, preserved_rng, restore_rng
 
 logger = logging.getLogger(__name__)
 
@@ -113,9 +114,12 @@ class PolarTrainer(DefaultTrainer):
         if not resume:
             warn_if_nothing_loaded(self.checkpointer.last_load, self.cfg.MODEL.WEIGHTS)
         if self.start_iter > 0 and comm.is_main_process():
-            drop_metrics_from(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"), self.start_iter)
+            source = os.path.basename(self.checkpointer.get_checkpoint_file())
+            mark_resume(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"), self.start_iter, source)
 
     def before_train(self):
+        if self.cfg.INPUT.STACK.ENABLED:
+            logger.info(stack_settings_summary(self.cfg))
         super().before_train()
         if getattr(self, "_rng_to_restore", None) is not None:
             restore_rng(self._rng_to_restore)  # last: nothing may draw between the restore and step 1

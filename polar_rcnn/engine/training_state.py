@@ -113,3 +113,11 @@ def drop_metrics_from(path: str, iteration: int) -> int:
         os.truncate(path, offset)
         logger.info("Resuming at iteration %d: dropped %d rows of a later iteration from %s", iteration, dropped, path)
     return dropped
+
+
+def mark_resume(path: str, iteration: int, checkpoint: str) -> None:
+    """Cut ``metrics.json`` back to ``iteration`` (:func:`drop_metrics_from`) and append the row
+    ``{"iteration": iteration, "resumed_from": checkpoint}`` (plot_metrics.py marks it)."""
+    drop_metrics_from(path, iteration)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"iteration": iteration, "resumed_from": checkpoint}) + "\n")

@@ -69,15 +69,16 @@ def read_metrics(run: str) -> List[Dict]:
 
 def _with_resumes(records: Sequence[Mapping]):
     """Yield ``(iteration, record, resumed)`` for the records with an integer iteration; ``resumed``
-    is True for the first record after a resume: its iteration is below the previous one, or equal
-    to it with keys (other than ``iteration``) that a record of that iteration already had."""
+    is True for the first record after a resume: the trainer's ``"resumed_from"`` row, or a record
+    whose iteration is below the previous one, or equal to it with keys (other than ``iteration``)
+    that a record of that iteration already had (restarts, files of older versions)."""
     last, keys_at_last = -1, set()
     for r in records:
         it = r.get("iteration")
         if not isinstance(it, int) or isinstance(it, bool):
             continue
         keys = set(r) - {"iteration"}
-        resumed = it < last or (it == last and bool(keys & keys_at_last))
+        resumed = "resumed_from" in r or it < last or (it == last and bool(keys & keys_at_last))
         keys_at_last = keys if resumed or it != last else keys_at_last | keys
         last = it
         yield it, r, resumed

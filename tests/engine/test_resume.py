@@ -106,6 +106,9 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(train_set, tmp
     resumed, record = _run(cfg, resume=True)
     assert resumed.start_iter == 3
     assert sorted(record.losses) == [3, 4, 5]
+    with open(tmp_path / "killed" / "metrics.json") as f:
+        rows = [json.loads(line) for line in f]
+    assert {"iteration": 3, "resumed_from": "model_0000002.pth"} in rows  # the resume, for plot_metrics.py
     for it in (3, 4, 5):
         assert record.lrs[it] == full_record.lrs[it], f"learning rate at iteration {it}"
         assert record.losses[it] == full_record.losses[it], f"loss at iteration {it}"

@@ -92,6 +92,11 @@ def test_resumes_are_iterations_going_back_or_repeating(tmp_path):
     assert resumes(repeat) == [39, 9]
     assert series(repeat, "total_loss") == ([9], [1.0])
     assert resumes(read_metrics(_resumed_run(tmp_path))) == [119]
+    # the trainer's marker row of a --resume (metrics.json is cut back to the checkpoint first)
+    marked = [{"iteration": 19, **train}, {"iteration": 20, "resumed_from": "model_0000019.pth"},
+              {"iteration": 39, **train}]
+    assert resumes(marked) == [20]
+    assert series(marked, "total_loss") == ([19, 39], [1.0, 1.0])
 
 
 def test_steps_markers_and_resume_lines(tmp_path, capsys):
