@@ -12,7 +12,6 @@ from detectron2.utils.logger import setup_logger
 
 from polar_rcnn import add_polar_config
 from polar_rcnn.data import register_datasets_from_config
-from polar_rcnn.engine import load_for_inference
 from polar_rcnn.engine import PolarTrainer as Trainer
 
 
@@ -33,9 +32,7 @@ def setup(args):
 def main(args):
     cfg = setup(args)
     if args.eval_only:
-        model = Trainer.build_model(cfg)
-        load_for_inference(model, cfg, save_dir=cfg.OUTPUT_DIR, resume=args.resume)
-        return Trainer.test(cfg, model)
+        return Trainer.evaluate_weights(cfg, resume=args.resume)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()

@@ -109,6 +109,9 @@ def test_train_net_cli_ddp_resume_and_eval_only(tiny_dataset, tmp_path):
                          check=True, env=env, cwd=tmp_path, capture_output=True, text=True)
     # pycocotools prints the standard 12-line summary
     assert out.stdout.count("Average Precision") == 6 and out.stdout.count("Average Recall") == 6
+    with open(tmp_path / "out" / "metrics.json") as f:
+        row = [json.loads(line) for line in f][-1]  # the numbers are recorded, with the weights they came from
+    assert row["eval_only"].endswith("model_final.pth") and row["iteration"] == 2 and "bbox/AP" in row
     # without weights, evaluation refuses a random model
     out = subprocess.run(cmd + ["--eval-only"] + opts, env=env, cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode != 0 and "MODEL.WEIGHTS is empty" in out.stderr

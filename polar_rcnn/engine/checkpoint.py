@@ -33,6 +33,7 @@ class LoadSummary:
     unused: List[str] = field(default_factory=list)
     missing: Dict[str, List[str]] = field(default_factory=dict)
     mismatched: Dict[str, List[str]] = field(default_factory=dict)
+    iteration: Optional[int] = None  # the checkpoint's training iteration, when it has one
 
     def message(self) -> str:
         text = f"Loaded {self.loaded} of {self.total} model tensors from {self.source}"
@@ -226,8 +227,10 @@ def load_for_inference(model, cfg, *, save_dir: str = "", resume: bool = False) 
     the model's tensors are an error (a random model is never what is meant), unless
     ``TEST.ALLOW_RANDOM_WEIGHTS``."""
     checkpointer = PolarCheckpointer(model, save_dir=save_dir)
-    checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
+    extra = checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
     summary = checkpointer.last_load
+    if summary is not None and isinstance(extra.get("iteration"), int):
+        summary.iteration = extra["iteration"]
     if summary is None or summary.loaded == 0:
         what = (f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS} matches none of the model's {summary.total} tensors"
                 if summary is not None else "MODEL.WEIGHTS is empty (and no checkpoint was resumed)")

@@ -1,5 +1,6 @@
 """The Detectron2 trainer for polar models: data loaders, evaluator, freezing, weight loading and
 exactly resumable training state."""
+import json
 import logging
 import os
 import weakref
@@ -7,12 +8,13 @@ import weakref
 from detectron2.data import build_detection_test_loader
 from detectron2.engine import DefaultTrainer, hooks
 from detectron2.evaluation import COCOEvaluator
+from detectron2.evaluation.testing import flatten_results_dict
 from detectron2.utils import comm
 
 from ..data import BadSampleReport, PolarDatasetMapper, TrainLoader, build_train_loader
 from ..data.settings_summary import stack_settings_summary
 from ..modeling.loss_weights import apply_loss_weights
-from .checkpoint import PolarCheckpointer, warn_if_nothing_loaded
+from .checkpoint import PolarCheckpointer, load_for_inference, warn_if_nothing_loaded
 from .freezing import freeze_from_config
 from .hooks import BestCheckpointer, UnfreezeHook
 from .training_state import RESUME_STATE_VERSION, GatherResumeState, mark_resume, preserved_rng, restore_rng
@@ -153,6 +155,23 @@ class PolarTrainer(DefaultTrainer):
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         # pycocotools' official COCOeval is used automatically when detectron2 has no compiled ops
         return COCOEvaluator(dataset_name, output_dir=output_folder)
+
+    @classmethod
+    def evaluate_weights(cls, cfg, *, resume: bool = False):
+        """``--eval-only``: build the model, load ``MODEL.WEIGHTS`` (``resume``: the last checkpoint
+        in ``OUTPUT_DIR``; a random model is an error, see :func:`load_for_inference`), evaluate on
+        ``DATASETS.TEST`` and append the numbers to ``OUTPUT_DIR/metrics.json`` as one row with
+        ``"eval_only"`` (the weights) and the checkpoint's ``"iteration"``."""
+        model = cls.build_model(cfg)
+        summary = load_for_inference(model, cfg, save_dir=cfg.OUTPUT_DIR, resume=resume)
+        results = cls.test(cfg, model)
+        if results and comm.is_main_process():
+            row = {"iteration": summary.iteration if summary and summary.iteration is not None else -1,
+                   "eval_only": summary.source if summary else "", **flatten_results_dict(results)}
+            os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+            with open(os.path.join(cfg.OUTPUT_DIR, "metrics.json"), "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+        return results
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):

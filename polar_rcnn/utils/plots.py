@@ -75,7 +75,7 @@ def _with_resumes(records: Sequence[Mapping]):
     last, keys_at_last = -1, set()
     for r in records:
         it = r.get("iteration")
-        if not isinstance(it, int) or isinstance(it, bool):
+        if not isinstance(it, int) or isinstance(it, bool) or "eval_only" in r:  # --eval-only rows: no run
             continue
         keys = set(r) - {"iteration"}
         resumed = "resumed_from" in r or it < last or (it == last and bool(keys & keys_at_last))

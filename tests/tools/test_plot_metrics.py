@@ -96,6 +96,7 @@ def test_resumes_are_iterations_going_back_or_repeating(tmp_path):
     marked = [{"iteration": 19, **train}, {"iteration": 20, "resumed_from": "model_0000019.pth"},
               {"iteration": 39, **train}]
     assert resumes(marked) == [20]
+    assert resumes(marked + [{"iteration": 39, "eval_only": "model_final.pth", "bbox/AP": 1.0}]) == [20]
     assert series(marked, "total_loss") == ([19, 39], [1.0, 1.0])
 
 
