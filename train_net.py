@@ -5,12 +5,15 @@
     python train_net.py --config-file CONFIG --eval-only MODEL.WEIGHTS output/model_final.pth
     python train_net.py --config-file CONFIG --num-gpus 8            # DDP (gloo on CPU)
 """
+import argparse
+
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from polar_rcnn import add_polar_config
+from polar_rcnn.config import polar_config_help
 from polar_rcnn.data import register_datasets_from_config
 from polar_rcnn.engine import PolarTrainer as Trainer
 
@@ -39,7 +42,9 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    parser = default_argument_parser(epilog=polar_config_help())
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    args = parser.parse_args()
     launch(
         main,
         args.num_gpus,

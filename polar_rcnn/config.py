@@ -1,4 +1,8 @@
 """Configuration keys of polar-rcnn, added to a Detectron2 config by :func:`add_polar_config`."""
+import inspect
+import re
+from typing import Dict
+
 from detectron2.config import CfgNode as CN
 
 
@@ -39,6 +43,10 @@ def add_polar_config(cfg: CN) -> None:
     _C.MODEL.POLAR.STACK_STD = [1.0]
     # Probability that a training image's whole stack is dropped (treated as missing); 0 = never.
     _C.MODEL.POLAR.MODALITY_DROPOUT = 0.0
+    # Learning rate of the stack-reading parameters (MODEL.FREEZE alias "polar_branch") / SOLVER.BASE_LR.
+    _C.MODEL.POLAR.LR_FACTOR = 1.0
+    # Weight decay of the stack-reading parameters; < 0 = as the others (SOLVER.WEIGHT_DECAY...).
+    _C.MODEL.POLAR.WEIGHT_DECAY = -1.0
 
     # ---------------------------------------------------------------- freezing (polar_rcnn/engine/freezing.py)
     _C.MODEL.FREEZE = CN()
@@ -104,3 +112,35 @@ def add_polar_config(cfg: CN) -> None:
     # Evaluate / predict even when MODEL.WEIGHTS is empty or matches none of the model's tensors
     # (a randomly initialised model); False = that is an error.
     _C.TEST.ALLOW_RANDOM_WEIGHTS = False
+
+
+def polar_key_comments() -> Dict[str, str]:
+    """``{"MODEL.POLAR.IN_CHANNELS": "<its comment>", ...}``: the comment written above (or beside)
+    each key in :func:`add_polar_config`, in the order the keys are added."""
+    comments, pending, previous = {}, [], ""
+    for line in inspect.getsource(add_polar_config).splitlines():
+        line = line.strip()
+        key = re.match(r"_C\.([A-Z0-9_.]+) = (?!CN\(\))[^#]*(?:#\s*(.*))?$", line)
+        if key:
+            text = " ".join(pending + ([key.group(2)] if key.group(2) else []))
+            comments[key.group(1)] = previous = text or previous  # keys right below one comment share it
+            pending = []
+        elif line.startswith("#") and not line.startswith("# ---"):
+            pending.append(line.lstrip("# "))
+        else:
+            pending, previous = [], ""
+    return comments
+
+
+def polar_config_help() -> str:
+    """Every polar-rcnn config key with its default and comment, for ``train_net.py --help``."""
+    cfg = CN()
+    cfg.MODEL, cfg.INPUT, cfg.DATASETS, cfg.TEST = CN(), CN(), CN(), CN()
+    add_polar_config(cfg)
+    lines = ["polar-rcnn config keys (set them in the yaml or as trailing KEY VALUE pairs):"]
+    for key, comment in polar_key_comments().items():
+        value = cfg
+        for part in key.split("."):
+            value = value[part]
+        lines.append(f"  {key} = {value!r}\n      {comment}")
+    return "\n".join(lines)

@@ -1,5 +1,7 @@
 """Every shipped config loads and builds; add_polar_config only adds its own sections."""
 import glob
+import subprocess
+import sys
 import os
 
 import pytest
@@ -9,7 +11,7 @@ from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 
-from common import CONFIG_DIR
+from common import CONFIG_DIR, REPO_ROOT
 from polar_rcnn import add_polar_config
 from detectron2.modeling import GeneralizedRCNN
 from polar_rcnn.modeling import PolarBranch, PolarFPN, PolarRCNN, PolarRetinaNet
@@ -108,3 +110,18 @@ def _flatten(node, prefix=""):
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+def test_every_polar_key_has_a_comment_and_shows_in_train_net_help():
+    from polar_rcnn.config import polar_config_help, polar_key_comments
+
+    added = set(_flatten(_with_polar_config())) - set(_flatten(get_cfg()))
+    comments = polar_key_comments()
+    assert set(comments) == added
+    assert all(comments.values()), [k for k, c in comments.items() if not c]
+    text = polar_config_help()
+    assert all(f"  {key} = " in text for key in added)
+    result = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "train_net.py"), "--help"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "MODEL.POLAR.INJECT = 'rpn'" in result.stdout
+    assert "FutureWarning" not in result.stderr  # fvcore's torch.jit.script deprecation is filtered
