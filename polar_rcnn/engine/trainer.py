@@ -17,6 +17,7 @@ from ..modeling.loss_weights import apply_loss_weights
 from .checkpoint import PolarCheckpointer, load_for_inference, warn_if_nothing_loaded
 from .freezing import freeze_from_config
 from .hooks import BestCheckpointer, UnfreezeHook
+from .optimizer import build_polar_optimizer
 from .training_state import RESUME_STATE_VERSION, GatherResumeState, mark_resume, preserved_rng, restore_rng
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,11 @@ class PolarTrainer(DefaultTrainer):
     def build_model(cls, cfg):
         # frozen before the optimizer and DDP are built, so frozen parameters never reach them
         return freeze_from_config(cfg, apply_loss_weights(super().build_model(cfg), cfg))
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        # Detectron2's SGD, with the branch's own learning rate and weight decay (MODEL.POLAR.LR_FACTOR ...)
+        return build_polar_optimizer(cfg, model)
 
     @property
     def train_loader(self):
