@@ -126,8 +126,6 @@ class PolarTrainer(DefaultTrainer):
             mark_resume(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"), self.start_iter, source)
 
     def before_train(self):
-        if self.cfg.INPUT.STACK.ENABLED:
-            logger.info(stack_settings_summary(self.cfg))
         super().before_train()
         if getattr(self, "_rng_to_restore", None) is not None:
             restore_rng(self._rng_to_restore)  # last: nothing may draw between the restore and step 1
@@ -149,7 +147,10 @@ class PolarTrainer(DefaultTrainer):
     # ---------------------------------------------------------------------------------- data
     @classmethod
     def build_train_loader(cls, cfg):
-        return build_train_loader(cfg, PolarDatasetMapper(cfg, is_train=True))
+        mapper = PolarDatasetMapper(cfg, is_train=True)  # validates the stack settings
+        if cfg.INPUT.STACK.ENABLED:
+            logger.info(stack_settings_summary(cfg))
+        return build_train_loader(cfg, mapper)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
