@@ -36,7 +36,7 @@ from tqdm import tqdm
 from detectron2.data import DatasetCatalog
 
 from polar_rcnn.utils.cli import HelpFormatter, setup_tool
-from polar_rcnn.data import STACK_FILE_KEY, DataError, load_stack
+from polar_rcnn.data import STACK_FILE_KEY, DataError, SampleReader
 from polar_rcnn.data.polar_layout import check_stack_config
 from polar_rcnn.utils.atomic import atomic_write_text
 
@@ -83,17 +83,14 @@ class _StackStats:
     """Picklable: (count, mean, M2) of one record's stack read like the mapper."""
 
     def __init__(self, cfg):
-        s = cfg.INPUT.STACK
-        self.layout, self.scale, self.npz_key, self.derived = s.LAYOUT, s.SCALE, s.NPZ_KEY or None, s.DERIVED
-        self.polar_layout = check_stack_config(cfg)
+        self.reader = SampleReader.from_config(cfg)
 
     def __call__(self, record: Dict):
         path = record.get(STACK_FILE_KEY)
         if not path:
             raise DataError(record.get("file_name", "?"), f"dataset record has no '{STACK_FILE_KEY}'")
-        stack = load_stack(path, layout=self.layout, scale=self.scale, npz_key=self.npz_key,
-                           expected_channels=self.polar_layout.channels)
-        return (path,) + ChannelStats.of(self.polar_layout.derive(stack, self.derived))
+        stack = self.reader.load_stack(path)  # at its own size: the statistics need no image
+        return (path,) + ChannelStats.of(self.reader.derive(stack))
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

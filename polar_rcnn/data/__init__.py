@@ -9,6 +9,7 @@ from .datasets import load_polar_coco_json, register_datasets_from_config, regis
 from .errors import AnnotationError, DataError, DatasetError, ImageError, StackError
 from .mapper import PolarDatasetMapper, StackAugInput, StackData, apply_geometric_transforms, stack_values, transform_stack
 from .polar_layout import PolarLayout, check_stack_config, derived_channels, polar_layout_from_config
+from .reader import SampleReader, read_image_file
 from .stack_io import STACK_EXTENSIONS, load_stack, read_stack, resize_stack
 from .train_loader import EmptyTrainingSetError, TrainLoader, build_train_loader
 from .validation import STACK_FILE_KEY, annotation_problems, validate_record
@@ -24,6 +25,7 @@ __all__ = [
     "ImageError",
     "PolarDatasetMapper",
     "PolarLayout",
+    "SampleReader",
     "StackAugInput",
     "StackData",
     "StackError",
@@ -39,6 +41,7 @@ __all__ = [
     "load_stack",
     "polar_layout_from_config",
     "read_bad_samples",
+    "read_image_file",
     "read_stack",
     "register_datasets_from_config",
     "register_polar_coco_instances",

@@ -22,11 +22,10 @@ from typing import Dict, Hashable, Iterable, Iterator, List, Optional, Sequence,
 import cv2
 import numpy as np
 
-from detectron2.data import detection_utils as utils
 
 from .errors import AnnotationError, DataError, DatasetError, ImageError, StackError
-from .polar_layout import raw_stack_channels
-from .stack_io import check_stack, read_stack, stack_to_float
+from .reader import SampleReader
+from .stack_io import check_stack
 from .validation import STACK_FILE_KEY, validate_record
 
 logger = logging.getLogger(__name__)
@@ -83,12 +82,7 @@ class Problem:
 class CheckOptions:
     """What :func:`check_record` checks and how (defaults match the command-line tool)."""
 
-    check_stacks: bool = True  # False: images and annotations only (INPUT.STACK.ENABLED False)
-    stack_layout: str = "HWC"  # INPUT.STACK.LAYOUT
-    stack_scale: float = 0.0  # INPUT.STACK.SCALE (0: by dtype)
-    stack_npz_key: Optional[str] = None  # INPUT.STACK.NPZ_KEY
-    stack_channels: Optional[int] = None  # channels of the stack files; None: not checked
-    resize_mismatched: bool = False  # INPUT.STACK.RESIZE_MISMATCHED: another size is not a problem
+    reader: SampleReader = SampleReader()  # how images and stacks are read (reader.stacks False: no stacks)
     num_classes: Optional[int] = None  # category ids must be in [0, num_classes); None: >= 0 only
     pairing: bool = True  # compute structure maps for :func:`pairing_problems`
     intensity_stride: int = 1  # stack intensity = mean of channels[::stride] (3: S0 of Stokes stacks)
@@ -105,9 +99,8 @@ class CheckOptions:
         if s.POLARIZATION == "dolp_aolp" and kwargs.get("pairing", True):
             logger.info("INPUT.STACK.POLARIZATION 'dolp_aolp': no intensity channel, the pairing check is off")
             kwargs["pairing"] = False
-        return cls(check_stacks=s.ENABLED, stack_layout=s.LAYOUT, stack_scale=s.SCALE, stack_npz_key=s.NPZ_KEY or None,
-                   stack_channels=raw_stack_channels(cfg), resize_mismatched=s.RESIZE_MISMATCHED,
-                   num_classes=num_classes, intensity_stride=3 if s.POLARIZATION == "stokes" else 1, **kwargs)
+        return cls(reader=SampleReader.from_config(cfg), num_classes=num_classes,
+                   intensity_stride=3 if s.POLARIZATION == "stokes" else 1, **kwargs)
 
 
 @dataclass
@@ -152,35 +145,27 @@ def correlation(a: Optional[np.ndarray], b: Optional[np.ndarray]) -> Optional[fl
 # ----------------------------------------------------------------------------- one record
 
 
-def _read_gray(path: str) -> np.ndarray:
-    """The image as (H, W) gray level, read like the mapper (PIL + EXIF orientation)."""
-    try:
-        return utils.read_image(path, format="L")[..., 0]
-    except Exception as e:  # PIL raises UnidentifiedImageError, OSError (truncated), SyntaxError, ...
-        kind = "truncated" if "truncated" in str(e) else "unreadable"
-        raise ImageError(path, f"cannot read image ({type(e).__name__}: {e})", kind=kind) from e
-
-
 def _stack_intensity(path: str, options: CheckOptions, image_hw, errors: List[DataError]) -> Optional[np.ndarray]:
     """Check the stack at ``path`` like the mapper (``image_hw``: the size it must have); return its
     (H, W) channel mean at that size (for pairing), or None when the stack has a problem."""
+    reader = options.reader
     try:
-        array = read_stack(path, options.stack_layout, options.stack_npz_key)
+        array = reader.read_array(path)
     except StackError as e:
         errors.append(e)
         return None
-    checks = [dict(expected_channels=options.stack_channels)]
-    if image_hw is not None and not options.resize_mismatched:
+    checks = [dict(expected_channels=reader.channels)]
+    if image_hw is not None and not reader.resize_mismatched:
         checks.append(dict(expected_size=image_hw))
     usable = True
     for check in checks:  # one call per check, so that both problems are reported
         try:
-            check_stack(array, path, layout=options.stack_layout, **check)
+            check_stack(array, path, layout=reader.layout, **check)
         except StackError as e:
             errors.append(e)
             usable = False
     try:
-        stack = stack_to_float(array, options.stack_scale, path)  # reads the whole file
+        stack = reader.to_float(array, path)  # reads the whole file
     except StackError as e:
         errors.append(e)
         return None
@@ -201,7 +186,7 @@ def check_record(record: Dict, options: CheckOptions = CheckOptions()) -> Record
     channels, size, finite) and, with ``options.pairing``, the structure maps of both."""
     errors: List[DataError] = [
         e for e in validate_record(record, num_classes=options.num_classes)
-        if options.check_stacks or not isinstance(e, StackError)
+        if options.reader.stacks or not isinstance(e, StackError)
     ]
     result = RecordResult()
     absent = {e.path for e in errors if e.kind in ("missing", "record")}
@@ -209,7 +194,7 @@ def check_record(record: Dict, options: CheckOptions = CheckOptions()) -> Record
     gray = None
     if file and file not in absent:
         try:
-            gray = _read_gray(file)
+            gray = options.reader.read_image(file, "L")[..., 0]  # gray, read like the mapper
             h, w = record.get("height"), record.get("width")
             if h is not None and w is not None and (h, w) != gray.shape:
                 errors.append(ImageError(file, f"image size (H, W) {gray.shape} differs from the record's "
@@ -218,7 +203,7 @@ def check_record(record: Dict, options: CheckOptions = CheckOptions()) -> Record
             errors.append(e)
     stack_file = record.get(STACK_FILE_KEY)
     intensity = None
-    if options.check_stacks and stack_file and stack_file not in absent:
+    if options.reader.stacks and stack_file and stack_file not in absent:
         # the record's size when it has one: an image of another size is the image's problem
         image_hw = gray.shape if gray is not None else None
         if record.get("height") is not None and record.get("width") is not None:

@@ -8,10 +8,10 @@ after augmentation. Bad samples raise a :class:`~polar_rcnn.data.errors.DataErro
 file, or are skipped during training (``DATASETS.ON_BAD_SAMPLE: "skip"``, see :mod:`.bad_samples`).
 """
 import copy
+import dataclasses
 import logging
-import os
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -26,8 +26,9 @@ from detectron2.utils import comm
 
 from .bad_samples import ON_BAD_SAMPLE, BadSampleLog, bad_sample_log_path
 from .errors import AnnotationError, DataError, ImageError, StackError
-from .polar_layout import DERIVED_INPUTS, PolarLayout, check_stack_config
-from .stack_io import LAYOUTS, prepare_stack, read_stack, resize_stack, stack_scale, stack_to_tensor
+from .polar_layout import PolarLayout
+from .reader import SampleReader
+from .stack_io import resize_stack, stack_to_tensor
 from .validation import STACK_FILE_KEY, annotation_problems
 
 logger = logging.getLogger(__name__)
@@ -193,14 +194,7 @@ class PolarDatasetMapper(DatasetMapper):
         self,
         is_train: bool,
         *,
-        load_stacks: bool = True,
-        stack_layout: str = "HWC",
-        stack_scale: float = 0.0,
-        stack_channels: Optional[int] = None,
-        stack_npz_key: Optional[str] = None,
-        resize_mismatched: bool = False,
-        polar_layout: Optional[PolarLayout] = None,
-        derived: str = "raw",
+        reader: SampleReader = SampleReader(),
         stack_photometric: bool = False,
         num_classes: Optional[int] = None,
         on_bad_sample: str = "raise",
@@ -209,49 +203,28 @@ class PolarDatasetMapper(DatasetMapper):
     ):
         """
         Args:
-            load_stacks: read the stack of each image; False gives plain RGB inputs.
-            stack_layout: "HWC" or "CHW", the axis order of stack files.
-            stack_scale: multiplier to float; 0 chooses by dtype.
-            stack_channels: expected channel count of the files (checked per file), or None.
-            stack_npz_key: array name in ``.npz`` stacks; None = the only one.
-            resize_mismatched: resize (bilinear) stacks whose size differs from the image's,
-                instead of raising.
-            polar_layout: channel meaning, for flips and derived inputs; None = no polarization.
-            derived: "raw", "stokes" or "dolp_aolp_trig" (needs an "angles"/"stokes" layout).
+            reader: how images and stacks are read (``reader.stacks`` False: plain RGB inputs),
+                the stacks' polarization layout (flips) and derived input; its ``image_format``
+                is replaced by the mapper's ``image_format``.
             stack_photometric: brightness gains also scale the stack.
             num_classes: annotations must have category_id in [0, num_classes); None = unchecked.
             on_bad_sample: "raise" or "skip" (training only: evaluation always raises).
             bad_sample_log: JSON-lines file that skips are appended to (emptied here), or None.
             kwargs: arguments of :class:`DatasetMapper`.
         """
-        if stack_layout not in LAYOUTS:
-            raise ValueError(f"INPUT.STACK.LAYOUT must be one of {LAYOUTS}, got {stack_layout!r}")
         if on_bad_sample not in ON_BAD_SAMPLE:
             raise ValueError(f"DATASETS.ON_BAD_SAMPLE must be one of {ON_BAD_SAMPLE}, got {on_bad_sample!r}")
-        if derived not in DERIVED_INPUTS:
-            raise ValueError(f"INPUT.STACK.DERIVED must be one of {DERIVED_INPUTS}, got {derived!r}")
-        if not load_stacks:
-            pass  # the stack settings are unused
-        elif polar_layout is not None:
-            polar_layout.check_derived(derived)
-            if stack_channels is not None and stack_channels != polar_layout.channels:
-                raise ValueError(f"stack_channels {stack_channels} != polar_layout.channels {polar_layout.channels}")
+        polar_layout = reader.polar_layout if reader.stacks else None
+        if polar_layout is not None:
             if _has_flip(kwargs.get("augmentations", ())):
                 polar_layout.check_mirror()
             if stack_photometric and polar_layout.polarization == "dolp_aolp":
                 raise ValueError("INPUT.STACK.PHOTOMETRIC True scales stack intensities, but DoLP/AoLP stacks hold "
                                  "no intensity: set INPUT.STACK.PHOTOMETRIC False")
-        elif derived != "raw":
-            raise ValueError(f"INPUT.STACK.DERIVED {derived!r} needs a polar_layout (INPUT.STACK.POLARIZATION)")
         super().__init__(is_train, **kwargs)
-        self.load_stacks = load_stacks
-        self.stack_layout = stack_layout
-        self.stack_scale = stack_scale
-        self.stack_channels = stack_channels
-        self.stack_npz_key = stack_npz_key or None
-        self.resize_mismatched = resize_mismatched
+        self.reader = dataclasses.replace(reader, image_format=self.image_format)
+        self.load_stacks = reader.stacks
         self.polar_layout = polar_layout
-        self.derived = derived
         self.stack_photometric = stack_photometric
         self.num_classes = num_classes
         self.on_bad_sample = on_bad_sample
@@ -265,19 +238,10 @@ class PolarDatasetMapper(DatasetMapper):
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
         ret = super().from_config(cfg, is_train)
-        s = cfg.INPUT.STACK
-        layout = check_stack_config(cfg) if s.ENABLED else None
         skip = cfg.DATASETS.ON_BAD_SAMPLE == "skip" and is_train
         ret.update(
-            load_stacks=s.ENABLED,
-            stack_layout=s.LAYOUT,
-            stack_scale=s.SCALE,
-            stack_channels=layout.channels if layout else None,
-            stack_npz_key=s.NPZ_KEY,
-            resize_mismatched=s.RESIZE_MISMATCHED,
-            polar_layout=layout,
-            derived=s.DERIVED,
-            stack_photometric=s.PHOTOMETRIC,
+            reader=SampleReader.from_config(cfg),
+            stack_photometric=cfg.INPUT.STACK.PHOTOMETRIC,
             num_classes=_num_classes(cfg),
             on_bad_sample=cfg.DATASETS.ON_BAD_SAMPLE,
             bad_sample_log=bad_sample_log_path(cfg.OUTPUT_DIR, comm.get_rank()) if skip else None,
@@ -290,13 +254,7 @@ class PolarDatasetMapper(DatasetMapper):
         if not path:
             raise ImageError(f"record image_id={dataset_dict.get('image_id')}", "dataset record has no 'file_name'",
                              kind="record")
-        if not os.path.isfile(path):
-            raise ImageError(path, "image file not found", kind="missing")
-        try:
-            image = utils.read_image(path, format=self.image_format)
-        except Exception as e:  # PIL: UnidentifiedImageError, OSError (truncated), SyntaxError, ...
-            kind = "truncated" if "truncated" in str(e) else "unreadable"
-            raise ImageError(path, f"cannot read image ({type(e).__name__}: {e})", kind=kind) from e
+        image = self.reader.read_image(path)
         try:
             utils.check_image_size(dataset_dict, image)
         except utils.SizeMismatchError as e:
@@ -304,22 +262,19 @@ class PolarDatasetMapper(DatasetMapper):
                                    f"({dataset_dict.get('height')}, {dataset_dict.get('width')})", kind="size") from e
         return image
 
-    def _read_stack(self, dataset_dict, image_size) -> np.ndarray:
+    def _read_stack(self, dataset_dict, image_size) -> Tuple[np.ndarray, float]:
         path = dataset_dict.get(STACK_FILE_KEY)
         if not path:
             raise StackError(dataset_dict["file_name"], f"dataset record has no '{STACK_FILE_KEY}' "
                                                         "(no 'stack_file' in the JSON image entry?)", kind="record")
-        array = read_stack(path, self.stack_layout, self.stack_npz_key)
-        stack, resized = prepare_stack(array, path, layout=self.stack_layout, scale=self.stack_scale,
-                                       expected_channels=self.stack_channels, expected_size=image_size,
-                                       resize=self.resize_mismatched, to_float=False)
+        stack, scale, resized = self.reader.read_stack(path, image_size)
         if resized:
             self.num_resized += 1
             n = self.num_resized
             log = logger.info if n == 1 or n % 1000 == 0 else logger.debug
-            log("Resized stack %s from %s to its image's %s (INPUT.STACK.RESIZE_MISMATCHED); %d resized so far "
-                "in this process", path, tuple(array.shape[:2]), tuple(image_size), n)
-        return stack
+            log("Resized stack %s to its image's %s (INPUT.STACK.RESIZE_MISMATCHED); %d resized so far "
+                "in this process", path, tuple(image_size), n)
+        return stack, scale
 
     def _check_annotations(self, dataset_dict) -> None:
         problems = annotation_problems(dataset_dict, self.num_classes)
@@ -346,12 +301,11 @@ class PolarDatasetMapper(DatasetMapper):
         image = self._read_image(dataset_dict)
         if self.is_train and "annotations" in dataset_dict:
             self._check_annotations(dataset_dict)
-        stack = self._read_stack(dataset_dict, image.shape[:2]) if self.load_stacks else None
+        stack, scale = self._read_stack(dataset_dict, image.shape[:2]) if self.load_stacks else (None, 1.0)
         sem_seg_gt = None
         if "sem_seg_file_name" in dataset_dict:
             sem_seg_gt = utils.read_image(dataset_dict.pop("sem_seg_file_name"), "L").squeeze(2)
 
-        scale = stack_scale(stack.dtype, self.stack_scale, dataset_dict[STACK_FILE_KEY]) if stack is not None else 1.0
         aug_input = StackAugInput(image, stack=stack, stack_scale=scale, sem_seg=sem_seg_gt,
                                   polar_layout=self.polar_layout, stack_photometric=self.stack_photometric)
         transforms = self.augmentations(aug_input)
@@ -360,8 +314,8 @@ class PolarDatasetMapper(DatasetMapper):
         image_shape = image.shape[:2]  # h, w
         dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
         if stack_data is not None:
-            if self.polar_layout is not None and self.derived != "raw":
-                stack_data = StackData(self.polar_layout.derive(stack_data.values(), self.derived))
+            if self.reader.derived != "raw":
+                stack_data = StackData(self.reader.derive(stack_data.values()))
             # stored dtype, channels-last when the file is: the model converts, scales and normalizes
             dataset_dict["stack"] = stack_data.to_tensor()
             if stack_data.scale != 1.0:

@@ -20,7 +20,8 @@ from typing import Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from .errors import DatasetError, ImageError
+from .errors import DatasetError
+from .reader import read_image_file
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +47,7 @@ def thumbnail(path: str, size: int = 32, blur: float = 1.0) -> np.ndarray:
     """Flattened ``size`` x ``size`` gray thumbnail of an image (area-downsampled, then blurred by
     ``blur`` pixels so that a pixel of camera shake matters little), zero mean and unit norm
     (all zeros for a flat image): the dot product of two thumbnails is their NCC."""
-    image = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
-    if image is None:
-        raise ImageError(path, "image not found or not readable by OpenCV", kind="unreadable")
+    image = read_image_file(path, "L")[..., 0]  # read like the mapper (PIL, EXIF orientation)
     x = cv2.resize(image.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
     if blur > 0:
         x = cv2.GaussianBlur(x, (0, 0), sigmaX=blur, sigmaY=blur, borderType=cv2.BORDER_REFLECT)

@@ -8,7 +8,7 @@ from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
-from ..data import check_stack_config, register_datasets_from_config
+from ..data import SampleReader, register_datasets_from_config
 from ..data.mapper import StackAugInput
 from .checkpoint import load_for_inference
 
@@ -30,7 +30,7 @@ class PolarPredictor:
         if len(cfg.DATASETS.TEST):
             self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0])
         load_for_inference(self.model, cfg)
-        self.stack_layout = check_stack_config(cfg) if cfg.INPUT.STACK.ENABLED else None
+        self.reader = SampleReader.from_config(cfg)
         self.aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
         self.input_format = cfg.INPUT.FORMAT
         assert self.input_format in ["RGB", "BGR"], self.input_format
@@ -50,8 +50,8 @@ class PolarPredictor:
                 "width": width,
             }
             if stack is not None:
-                if self.stack_layout is None:
+                if not self.reader.stacks:
                     raise ValueError("this model reads no stack (INPUT.STACK.ENABLED False): pass stack=None")
-                stack = self.stack_layout.derive(aug_input.stack, self.cfg.INPUT.STACK.DERIVED)
+                stack = self.reader.derive(aug_input.stack)
                 inputs["stack"] = torch.as_tensor(np.ascontiguousarray(stack.transpose(2, 0, 1)))
             return self.model([inputs])[0]

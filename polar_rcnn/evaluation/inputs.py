@@ -6,10 +6,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from detectron2.data import detection_utils as utils
-
-from ..data import STACK_EXTENSIONS, STACK_FILE_KEY, ImageError, StackError, load_stack
-from ..data.polar_layout import raw_stack_channels
+from ..data import STACK_EXTENSIONS, STACK_FILE_KEY, SampleReader, StackError
 
 logger = logging.getLogger(__name__)
 
@@ -70,22 +67,15 @@ def load_inputs(cfg, record: Dict) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     ``raw_stack_channels(cfg)`` channels, not derived) of ``record``; the stack is None when the
     record names none, and, for models that read no stack (``INPUT.STACK.ENABLED`` False), when it
     cannot be read (logged): it is only shown then."""
-    path = record["file_name"]
-    if not os.path.isfile(path):
-        raise ImageError(path, "image file not found", kind="missing")
-    try:
-        image = utils.read_image(path, format="BGR")
-    except Exception as e:  # PIL: UnidentifiedImageError, OSError (truncated), ...
-        raise ImageError(path, f"cannot read image ({type(e).__name__}: {e})", kind="unreadable") from e
+    reader = SampleReader.from_config(cfg, image_format="BGR")
+    image = reader.read_image(record["file_name"])
     stack_file = record.get(STACK_FILE_KEY)
     if not stack_file:
         return image, None
-    s = cfg.INPUT.STACK
     try:
-        stack = load_stack(stack_file, layout=s.LAYOUT, scale=s.SCALE, expected_channels=raw_stack_channels(cfg),
-                           expected_size=image.shape[:2], npz_key=s.NPZ_KEY or None, resize=s.RESIZE_MISMATCHED)
+        stack = reader.load_stack(stack_file, image.shape[:2])
     except StackError as e:
-        if s.ENABLED:
+        if reader.stacks:
             raise
         logger.warning("Stack not shown (the model reads none): %s", e)
         return image, None

@@ -1,0 +1,124 @@
+"""How a config reads a sample's files: :class:`SampleReader`, built once from the config and used
+by the mapper, the dataset checker, the stack statistics, the predictor and the file inputs alike.
+
+It holds everything that turns ``INPUT.*`` into "read this image, read this stack": the image
+format, the stack's axis order, dtype scale, ``.npz`` key, channel count, what a stack of another
+size than its image means (``INPUT.STACK.RESIZE_MISMATCHED``), the channels' polarization meaning
+(:class:`~polar_rcnn.data.PolarLayout`) and the derived model input (``INPUT.STACK.DERIVED``).
+Problems raise :class:`~polar_rcnn.data.DataError` subclasses naming the file.
+"""
+import os
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+
+from detectron2.data import detection_utils as utils
+
+from .errors import ImageError
+from .polar_layout import DERIVED_INPUTS, PolarLayout, check_stack_config, raw_stack_channels
+from .stack_io import LAYOUTS, prepare_stack, read_stack, stack_scale, stack_to_float
+
+
+def read_image_file(path: str, image_format: str = "BGR") -> np.ndarray:
+    """Detectron2's ``read_image`` (PIL, EXIF orientation) with problems as :class:`ImageError`
+    (kind "missing", "truncated" or "unreadable") naming the file."""
+    if not os.path.isfile(path):
+        raise ImageError(path, "image file not found", kind="missing")
+    try:
+        return utils.read_image(path, format=image_format)
+    except Exception as e:  # PIL: UnidentifiedImageError, OSError (truncated), SyntaxError, ...
+        kind = "truncated" if "truncated" in str(e) else "unreadable"
+        raise ImageError(path, f"cannot read image ({type(e).__name__}: {e})", kind=kind) from e
+
+
+@dataclass(frozen=True)
+class SampleReader:
+    """Reads images and stacks as the config says (see the module docstring).
+
+    ``stacks`` False (``INPUT.STACK.ENABLED`` False): the model reads no stack; the settings still
+    read stack files (e.g. to show them) but are not validated against the model.
+    """
+
+    image_format: str = "BGR"  # INPUT.FORMAT
+    stacks: bool = True  # INPUT.STACK.ENABLED
+    layout: str = "HWC"  # INPUT.STACK.LAYOUT
+    scale: float = 0.0  # INPUT.STACK.SCALE (0: by dtype)
+    npz_key: Optional[str] = None  # INPUT.STACK.NPZ_KEY
+    channels: Optional[int] = None  # channels of the stack files; None: not checked
+    resize_mismatched: bool = False  # INPUT.STACK.RESIZE_MISMATCHED
+    polar_layout: Optional[PolarLayout] = None  # channel meaning (flips, derived inputs)
+    derived: str = "raw"  # INPUT.STACK.DERIVED
+
+    def __post_init__(self):
+        if not self.stacks:
+            return
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"INPUT.STACK.LAYOUT must be one of {LAYOUTS}, got {self.layout!r}")
+        if self.derived not in DERIVED_INPUTS:
+            raise ValueError(f"INPUT.STACK.DERIVED must be one of {DERIVED_INPUTS}, got {self.derived!r}")
+        if self.polar_layout is None:
+            if self.derived != "raw":
+                raise ValueError(f"INPUT.STACK.DERIVED {self.derived!r} needs a polar_layout (INPUT.STACK.POLARIZATION)")
+            return
+        self.polar_layout.check_derived(self.derived)
+        if self.channels is not None and self.channels != self.polar_layout.channels:
+            raise ValueError(f"stack channels {self.channels} != polar_layout.channels {self.polar_layout.channels}")
+
+    @classmethod
+    def from_config(cls, cfg, image_format: Optional[str] = None) -> "SampleReader":
+        """The reader of ``cfg`` (``INPUT.FORMAT`` unless ``image_format``); ValueError naming the
+        key when the stack settings do not fit together (see :func:`check_stack_config`)."""
+        s = cfg.INPUT.STACK
+        layout = check_stack_config(cfg) if s.ENABLED else None
+        return cls(
+            image_format=image_format or cfg.INPUT.FORMAT,
+            stacks=s.ENABLED,
+            layout=s.LAYOUT,
+            scale=s.SCALE,
+            npz_key=s.NPZ_KEY or None,
+            channels=raw_stack_channels(cfg),
+            resize_mismatched=s.RESIZE_MISMATCHED,
+            polar_layout=layout,
+            derived=s.DERIVED,
+        )
+
+    # ------------------------------------------------------------------------------- images
+    def read_image(self, path: str, image_format: Optional[str] = None) -> np.ndarray:
+        """The image at ``path`` in ``image_format`` (default: the reader's), see :func:`read_image_file`."""
+        return read_image_file(path, image_format or self.image_format)
+
+    # ------------------------------------------------------------------------------- stacks
+    def read_array(self, path: str) -> np.ndarray:
+        """The stack file as stored, (H, W, C) (memory-mapped ``.npy``), unchecked."""
+        return read_stack(path, self.layout, self.npz_key)
+
+    def read_stack(self, path: str, image_hw: Optional[Sequence[int]] = None) -> Tuple[np.ndarray, float, bool]:
+        """The checked (channels, size, NaN/Inf, dtype) stack in its stored dtype, resized to
+        ``image_hw`` when it differs and ``resize_mismatched`` (else a size error). Returns
+        ``(stack, scale, was_resized)``: ``stack * scale`` are its float values."""
+        array = self.read_array(path)
+        stack, resized = prepare_stack(array, path, layout=self.layout, scale=self.scale, expected_channels=self.channels,
+                                       expected_size=image_hw, resize=self.resize_mismatched, to_float=False)
+        return stack, self.scale_of(stack, path), resized
+
+    def scale_of(self, array: np.ndarray, path: str = "stack") -> float:
+        """The multiplier from ``array``'s stored values to floats (``INPUT.STACK.SCALE`` or by dtype)."""
+        return stack_scale(array.dtype, self.scale, path)
+
+    def to_float(self, array: np.ndarray, path: str = "stack") -> np.ndarray:
+        """A new float32 copy of ``array`` times its scale (NaN/Inf: :class:`StackError`)."""
+        return stack_to_float(array, self.scale, path)
+
+    def load_stack(self, path: str, image_hw: Optional[Sequence[int]] = None) -> np.ndarray:
+        """The stack as a new float32 (H, W, C) array of its values (checked, resized as
+        :meth:`read_stack`), not derived."""
+        array = self.read_array(path)
+        return prepare_stack(array, path, layout=self.layout, scale=self.scale, expected_channels=self.channels,
+                             expected_size=image_hw, resize=self.resize_mismatched)[0]
+
+    def derive(self, stack: np.ndarray) -> np.ndarray:
+        """The model's stack input (``INPUT.STACK.DERIVED``) of a float (H, W, C) stack."""
+        if self.polar_layout is None or self.derived == "raw":
+            return stack
+        return self.polar_layout.derive(stack, self.derived)
