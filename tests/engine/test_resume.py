@@ -206,3 +206,30 @@ def test_divergence_names_the_iteration_and_the_checkpoint_to_resume_from(train_
     for path in tmp_path.glob("model_*.pth"):
         state = torch.load(path, weights_only=True)["model"]
         assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("sampler", ["TrainingSampler", "RepeatFactorTrainingSampler", "RandomSubsetTrainingSampler"])
+@pytest.mark.parametrize("grouping", [True, False])
+def test_every_detectron2_sampler_resumes_from_the_config(train_set, tmp_path, sampler, grouping):
+    from polar_rcnn.data import PolarDatasetMapper, build_train_loader
+
+    cfg = _cfg(tmp_path, train_set)
+    cfg.DATALOADER.SAMPLER_TRAIN = sampler
+    cfg.DATALOADER.RANDOM_SUBSET_RATIO = 0.5
+    cfg.DATALOADER.ASPECT_RATIO_GROUPING = grouping
+
+    def stream(loader, n):
+        it = iter(loader)
+        return [[(d["image_id"], float(d["image"].float().sum())) for d in next(it)] for _ in range(n)]
+
+    def loader(state=None):
+        out = build_train_loader(cfg, mapper)
+        out.load_state_dict(state or {**out.state_dict(), "seed": 7})  # each loader draws a seed: pin it
+        return out
+
+    mapper = PolarDatasetMapper(cfg, is_train=True)
+    reference = stream(loader(), 5)
+    interrupted = loader()
+    got = stream(interrupted, 2)
+    got += stream(loader(interrupted.state_dict()), 3)
+    assert got == reference
