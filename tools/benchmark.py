@@ -47,7 +47,7 @@ import torch
 import detectron2
 from detectron2.utils.events import EventStorage
 
-from polar_rcnn.utils import benchmark as B
+from polar_rcnn import analysis as B
 from polar_rcnn.utils.cli import HelpFormatter
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

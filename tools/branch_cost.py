@@ -21,14 +21,14 @@ import torch
 
 from detectron2.modeling import build_model
 
-from polar_rcnn.utils.benchmark import POLAR_VARIANTS, VANILLA, VARIANTS as BENCH_VARIANTS
-from polar_rcnn.utils.benchmark import base_config, count_flops, num_parameters, variant_config
+from polar_rcnn.analysis import POLAR_VARIANTS, VANILLA, VARIANTS as BENCH_VARIANTS
+from polar_rcnn.analysis import base_config, count_flops, num_parameters, variant_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE_CONFIG = os.path.join(REPO, "configs", "Base-PolarRCNN-FPN.yaml")
 
 # label -> config overrides on top of the base config (the defaults of polar_rcnn/config.py);
-# shared with tools/benchmark.py (polar_rcnn/utils/benchmark.py)
+# shared with tools/benchmark.py (polar_rcnn/analysis)
 VARIANTS = OrderedDict((v.label, dict(v.overrides)) for v in POLAR_VARIANTS.values())
 SHORT_NAMES = {v.name: v.label for v in POLAR_VARIANTS.values()}
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from tool_test_utils import load_tool
 
-from polar_rcnn.utils import benchmark as B
+from polar_rcnn import analysis as B
 
 benchmark = load_tool("benchmark")
 
