@@ -15,15 +15,15 @@ def add_polar_config(cfg: CN) -> None:
     # Channels of the extra stack (e.g. 6 bands x 4 polarizer angles = 24).
     _C.MODEL.POLAR.IN_CHANNELS = 24
     # Branch shape: 2 = conv C->HIDDEN, resize to each FPN level, per-level conv HIDDEN->FPN width
-    # (the notebook's design); 1 = conv C->FPN width, resize to each level (no per-level conv).
+    # (convs per level see the hidden features); 1 = conv C->FPN width, resize to each level.
     _C.MODEL.POLAR.NUM_STAGES = 2
-    # Channels after the first conv (the notebook used 96: 3x the per-level conv cost); NUM_STAGES 2.
+    # Channels after the first conv (NUM_STAGES 2); the per-level convs cost grows linearly with it.
     _C.MODEL.POLAR.HIDDEN_CHANNELS = 32
     # Norm after the first conv of the two-stage branch: "" (none), "GN", "BN", ... (get_norm names).
     _C.MODEL.POLAR.NORM = ""
-    # Kernel size of the first conv (stack -> hidden); 1 (the notebook used 3: +40 GFLOPs at 800x1333).
+    # Kernel size of the first conv (stack -> hidden); 3 costs 9x the FLOPs of 1 (docs/PERFORMANCE.md).
     _C.MODEL.POLAR.PRE_KERNEL_SIZE = 1
-    # Kernel size of the per-level convs (hidden -> FPN channels); 3 (1x1 measured half the AP).
+    # Kernel size of the per-level convs (hidden -> FPN channels); 1 vs 3: docs/PERFORMANCE.md.
     _C.MODEL.POLAR.POST_KERNEL_SIZE = 3
     # Stride at which the first conv runs: 1 = full input resolution, 4 = P2's (avg-pooled; default).
     _C.MODEL.POLAR.INPUT_STRIDE = 4
