@@ -31,6 +31,4 @@ def train_and_evaluate(cfg, resume: bool = False) -> Dict[str, Dict[str, float]]
     trainer = PolarTrainer(cfg)
     trainer.resume_or_load(resume=resume)
     trainer.train()
-    # what the EvalHook's last evaluation returned (DefaultTrainer.train returns it only with
-    # TEST.EXPECTED_RESULTS)
-    return dict(getattr(trainer, "_last_eval_results", None) or {})
+    return trainer.last_eval_results

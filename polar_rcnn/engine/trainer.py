@@ -46,6 +46,12 @@ class PolarTrainer(DefaultTrainer):
         return build_polar_optimizer(cfg, model)
 
     @property
+    def last_eval_results(self) -> dict:
+        """What the last evaluation during training returned ({} before any), e.g.
+        ``{"bbox": {"AP": ...}}`` (``DefaultTrainer.train`` returns it only with TEST.EXPECTED_RESULTS)."""
+        return dict(getattr(self, "_last_eval_results", None) or {})  # set by DefaultTrainer's EvalHook function
+
+    @property
     def train_loader(self):
         """The training data loader (a :class:`~polar_rcnn.data.TrainLoader`)."""
         return self._trainer.data_loader
