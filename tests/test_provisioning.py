@@ -71,3 +71,40 @@ def test_lr_scheduler_hook_state_dict_round_trip(make_scheduler):
         optimizer2.step(), scheduler2.step()
         assert scheduler2.get_last_lr() == pytest.approx(scheduler.get_last_lr())
     assert scheduler.get_last_lr()[0] < 1.0
+
+
+def test_patch_7_map_dataset_retries_after_a_skipped_sample():
+    # the test loaders (and any Detectron2 MapDataset) draw another index when the map function
+    # returns None; unpatched 0.6 raises TypeError (random.sample on a set) on Python >= 3.11
+    from detectron2.data.common import MapDataset
+
+    mapped = MapDataset(list(range(5)), lambda x: None if x == 0 else x)
+    assert mapped[0] in {1, 2, 3, 4}
+
+
+def test_patch_12_default_trainer_checkpoints_its_optimizer():
+    # exact resume (polar_rcnn.engine.PolarTrainer) relies on the optimizer state in checkpoints
+    from detectron2.engine import DefaultTrainer, SimpleTrainer
+
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    trainer = DefaultTrainer.__new__(DefaultTrainer)
+    super(DefaultTrainer, trainer).__init__()
+    trainer._trainer = SimpleTrainer(model, [[torch.zeros(2)]], optimizer)
+    model(torch.ones(2)).sum().backward()
+    optimizer.step()
+    state = trainer.state_dict()
+    assert state["_trainer"]["optimizer"]["state"], "the momentum buffers must be saved"
+    fresh = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+    trainer._trainer.optimizer = fresh
+    trainer.load_state_dict(state)
+    assert fresh.param_groups[0]["lr"] == 0.1 and fresh.state
+
+
+def test_patch_1_missing_compiled_ops_fail_clearly_when_used():
+    from detectron2 import _compiled
+
+    if _compiled.HAS_COMPILED_EXTENSION:
+        pytest.skip("detectron2 has its compiled ops here")
+    with pytest.raises(ImportError, match="deform_conv_forward needs detectron2's compiled"):
+        _compiled._C.deform_conv_forward
