@@ -32,6 +32,8 @@ class PolarTrainer(DefaultTrainer):
     states (unfreeze, best metric) and, per rank, the RNG states and the data loader's position
     (:class:`~polar_rcnn.data.TrainLoader`). ``--resume`` restores all of it, so that a resumed run
     continues exactly as the uninterrupted one (same ``SEED``; see README "Recovering a run").
+    The optimizer state comes from ``DefaultTrainer.state_dict`` and the LR scheduler's from its
+    hook: detectron2 patches #12 and #8 (third_party/detectron2/README.md, pinned by tests).
     Evaluation during training leaves the RNGs as they were.
     """
 
