@@ -48,6 +48,7 @@ import detectron2
 from detectron2.utils.events import EventStorage
 
 from polar_rcnn import analysis as B
+from polar_rcnn.architecture import num_classes
 from polar_rcnn.utils.cli import HelpFormatter
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -248,7 +249,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                 files = max(4, max(args.mapper_workers or [0]))
                 progress(f"{_size_text(size)}: writing {files} images + stacks ({', '.join(args.stack_dtypes)})")
                 records = B.write_synthetic_files(os.path.join(root, _size_text(size)), files, size, stack_channels,
-                                                  args.stack_dtypes, num_classes=B.num_classes_of(base), seed=args.seed)
+                                                  args.stack_dtypes, num_classes=num_classes(base), seed=args.seed)
                 if args.mapper_workers:
                     report["mappers"] += B.measure_mappers(base, size, records, args.mapper_workers,
                                                            mapper_samples_for(args, size), args.mapper_repeats,
@@ -275,7 +276,7 @@ def run_profile(args, base, size, progress) -> Dict[str, Any]:
     per op (and per op and input shapes) of both, sorted by the polar model's extra time."""
     vanilla_v, polar_v = args.variants
     batch = B.random_batch(batch_for(args, size), *size, base.MODEL.POLAR.IN_CHANNELS,
-                           num_classes=B.num_classes_of(base), seed=args.seed)
+                           num_classes=num_classes(base), seed=args.seed)
     runners = []
     state = None
     for v in (vanilla_v, polar_v):

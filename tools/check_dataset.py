@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from polar_rcnn.architecture import num_classes as model_num_classes
 from polar_rcnn.utils.cli import HelpFormatter, setup_tool
 from polar_rcnn.data import STACK_FILE_KEY, DataError
 from polar_rcnn.data.checks import (
@@ -45,7 +46,6 @@ from polar_rcnn.data.checks import (
     check_records,
     class_count_warning,
     frame_order_key,
-    model_num_classes,
     pairing_group,
     pairing_problems,
 )

@@ -48,6 +48,7 @@ from tabulate import tabulate
 from detectron2.evaluation.testing import flatten_results_dict
 from detectron2.utils.logger import setup_logger
 
+from polar_rcnn.architecture import is_dense_detector
 from polar_rcnn.engine.runs import train_and_evaluate
 from polar_rcnn.utils.cli import HelpFormatter, setup_cfg
 
@@ -103,7 +104,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def suggest(trial, cfg, space: Sequence[str], lr_range, weight_range) -> List[str]:
     """The trial's values as config opts ``[KEY, VALUE, ...]`` (parameter names are the keys)."""
-    retinanet = "RetinaNet" in cfg.MODEL.META_ARCHITECTURE
+    retinanet = is_dense_detector(cfg)
     reads_stack = cfg.INPUT.STACK.ENABLED and cfg.MODEL.META_ARCHITECTURE.startswith("Polar")
     values: Dict[str, float] = {}
     if "lr" in space:

@@ -14,6 +14,7 @@ from detectron2.solver import build_optimizer
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
+from ..architecture import num_classes
 from .memory import PeakMemory, _status_kb, peak_rss_mb, run_in_fresh_process
 from .variants import VANILLA, Variant, build_variant_model, count_flops, base_config, is_polar, num_parameters, variant_config
 
@@ -57,10 +58,6 @@ def model_inputs(batch: List[Dict[str, Any]], polar: bool, train: bool) -> List[
     drop = ({"stack"} if not polar else set()) | ({"instances"} if not train else set())
     return [{k: v for k, v in d.items() if k not in drop} for d in batch]
 
-
-def num_classes_of(cfg: CfgNode) -> int:
-    retinanet = "RetinaNet" in cfg.MODEL.META_ARCHITECTURE
-    return cfg.MODEL.RETINANET.NUM_CLASSES if retinanet else cfg.MODEL.ROI_HEADS.NUM_CLASSES
 
 # ------------------------------------------------------------------------------------- timing
 def _sync(device: torch.device) -> None:
@@ -122,7 +119,7 @@ def peak_memory_in_fresh_process(config_file: str, opts: Sequence[str], override
     torch.set_num_threads(threads)
     cfg = variant_config(base_config(config_file, opts, depth=depth, channels=channels), overrides)
     model = build_variant_model(cfg, seed=seed)
-    batch = random_batch(batch_size, *size, cfg.MODEL.POLAR.IN_CHANNELS, num_classes=num_classes_of(cfg), seed=seed)
+    batch = random_batch(batch_size, *size, cfg.MODEL.POLAR.IN_CHANNELS, num_classes=num_classes(cfg), seed=seed)
     runner = ModelRunner(cfg, model, batch)
     built = _status_kb("VmRSS") / 1024.0
     runner.infer_step()
@@ -152,7 +149,7 @@ def measure_models(base: CfgNode, variants: Sequence[Variant], size: Tuple[int, 
         raise ValueError(f"memory must be 'subprocess', 'inprocess' or 'off', got {memory!r}")
     device = torch.device(base.MODEL.DEVICE)
     cfgs = [variant_config(base, v.overrides) for v in variants]
-    batch = random_batch(batch_size, *size, base.MODEL.POLAR.IN_CHANNELS, num_classes=num_classes_of(base), seed=seed)
+    batch = random_batch(batch_size, *size, base.MODEL.POLAR.IN_CHANNELS, num_classes=num_classes(base), seed=seed)
     rows, runners = [], []
     vanilla_state = None
     for v, cfg in zip(variants, cfgs):

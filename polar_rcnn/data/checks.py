@@ -24,6 +24,7 @@ import numpy as np
 
 
 from .errors import AnnotationError, DataError, DatasetError, ImageError, StackError
+from ..architecture import num_classes, num_classes_key
 from .reader import SampleReader
 from .stack_io import check_stack
 from .validation import STACK_FILE_KEY, validate_record
@@ -340,26 +341,12 @@ def pairing_group(record: Dict) -> Hashable:
 # ----------------------------------------------------------------------------- model vs dataset
 
 
-def num_classes_key(cfg) -> str:
-    """The config key holding the model's class count: ``MODEL.RETINANET.NUM_CLASSES`` for RetinaNet
-    meta-architectures (``MODEL.META_ARCHITECTURE`` naming RetinaNet), else ``MODEL.ROI_HEADS.NUM_CLASSES``."""
-    return "MODEL.RETINANET.NUM_CLASSES" if "RetinaNet" in cfg.MODEL.META_ARCHITECTURE else "MODEL.ROI_HEADS.NUM_CLASSES"
-
-
-def model_num_classes(cfg) -> int:
-    """The model's class count (the value of :func:`num_classes_key`)."""
-    node = cfg
-    for part in num_classes_key(cfg).split("."):
-        node = node[part]
-    return int(node)
-
-
 def class_count_warning(cfg, thing_classes: Optional[Sequence[str]]) -> Optional[str]:
     """A sentence naming both numbers when the model's class count differs from the dataset's
     categories (``thing_classes``), else None (also when the categories are not known)."""
     if not thing_classes:
         return None
-    key, n = num_classes_key(cfg), model_num_classes(cfg)
+    key, n = num_classes_key(cfg), num_classes(cfg)
     if n == len(thing_classes):
         return None
     effect = ("the model has classes no annotation uses" if n > len(thing_classes)

@@ -24,6 +24,7 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.utils import comm
 
+from ..architecture import num_classes
 from .bad_samples import ON_BAD_SAMPLE, BadSampleLog, bad_sample_log_path
 from .errors import AnnotationError, DataError, ImageError, StackError
 from .polar_layout import PolarLayout
@@ -169,13 +170,6 @@ class StackAugInput(T.AugInput):
                                               photometric=self.stack_photometric)
 
 
-def _num_classes(cfg) -> int:
-    """The model's class count: RetinaNet's own key, else the ROI heads'."""
-    if "RetinaNet" in cfg.MODEL.META_ARCHITECTURE:
-        return cfg.MODEL.RETINANET.NUM_CLASSES
-    return cfg.MODEL.ROI_HEADS.NUM_CLASSES
-
-
 def _has_flip(augmentations) -> bool:
     return any(isinstance(a, (T.RandomFlip, HFlipTransform, VFlipTransform)) for a in augmentations)
 
@@ -242,7 +236,7 @@ class PolarDatasetMapper(DatasetMapper):
         ret.update(
             reader=SampleReader.from_config(cfg),
             stack_photometric=cfg.INPUT.STACK.PHOTOMETRIC,
-            num_classes=_num_classes(cfg),
+            num_classes=num_classes(cfg),
             on_bad_sample=cfg.DATASETS.ON_BAD_SAMPLE,
             bad_sample_log=bad_sample_log_path(cfg.OUTPUT_DIR, comm.get_rank()) if skip else None,
         )

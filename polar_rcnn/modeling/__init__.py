@@ -1,10 +1,5 @@
 """Models: the polar branch, fusions, polar backbones and meta-architectures (registered on import)."""
-from .backbone import (
-    PolarFPN,
-    build_polar_resnet_fpn_backbone,
-    build_polar_retinanet_resnet_fpn_backbone,
-    fused_name,
-)
+from .backbone import PolarFPN, build_polar_resnet_fpn_backbone, build_polar_retinanet_resnet_fpn_backbone
 from .early_fusion import (
     EarlyFusionFPN,
     EarlyFusionStem,
@@ -12,12 +7,14 @@ from .early_fusion import (
     build_early_fusion_retinanet_resnet_fpn_backbone,
 )
 from .fusion import build_polar_fusion, fusion_names, register_fusion
+from .injection import Injection, fused_name
 from .meta_arch import PolarInputsMixin, PolarRCNN, PolarRetinaNet
 from .polar_branch import PolarBranch
 
 __all__ = [
     "EarlyFusionFPN",
     "EarlyFusionStem",
+    "Injection",
     "PolarBranch",
     "PolarFPN",
     "PolarInputsMixin",

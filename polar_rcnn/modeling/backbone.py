@@ -1,25 +1,19 @@
 """Backbones that run the image through ResNet+FPN and fuse a polar branch into every level."""
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import torch
 from torch import nn
 
 from detectron2.layers import ShapeSpec
-from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY, RetinaNet
+from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool, LastLevelP6P7
 from detectron2.modeling.backbone.resnet import ResNet, build_resnet_backbone
 
 from .fusion import AddFusion, build_polar_fusion
+from .injection import Injection, fused_name
 from .polar_branch import PolarBranch
 
-FUSED_SUFFIX = "_fused"
 RESNET_DEPTHS = (18, 34, 50, 101, 152)
-INJECT_CHOICES = ("rpn", "roi", "both")
-
-
-def fused_name(level: str) -> str:
-    """Name of the fused (image + polar) version of an FPN level, e.g. ``"p2" -> "p2_fused"``."""
-    return level + FUSED_SUFFIX
 
 
 class PolarFPN(FPN):
@@ -30,8 +24,8 @@ class PolarFPN(FPN):
 
     Output: the FPN's levels under their usual names (``"p2"``...), untouched, plus each level fused
     with the polar features (by ``fusions[level]``) under :func:`fused_name` (``"p2_fused"``...).
-    Which consumer (RPN, ROI heads, RetinaNet head) reads which set is a matter of their
-    ``IN_FEATURES``. Images without a stack get the image features in both sets. Parameter names
+    Which consumer (RPN, ROI heads, RetinaNet head) reads which set is decided by
+    :class:`~polar_rcnn.modeling.injection.Injection` (``MODEL.POLAR.INJECT``). Images without a stack get the image features in both sets. Parameter names
     match Detectron2's FPN (plus ``polar_branch.*`` and ``polar_fusion.<level>.*``), so vanilla
     checkpoints load.
     """
@@ -111,39 +105,6 @@ def check_polar_input(backbone, x: torch.Tensor) -> None:
         )
 
 
-def is_dense_detector(cfg) -> bool:
-    """Whether ``MODEL.META_ARCHITECTURE`` is a RetinaNet (one head reading RETINANET.IN_FEATURES)."""
-    name = cfg.MODEL.META_ARCHITECTURE
-    arch = META_ARCH_REGISTRY.get(name) if name in META_ARCH_REGISTRY else None
-    return isinstance(arch, type) and issubclass(arch, RetinaNet)
-
-
-def check_inject(cfg) -> str:
-    """Validate ``MODEL.POLAR.INJECT`` for the configured meta-architecture and return it."""
-    inject = cfg.MODEL.POLAR.INJECT
-    if inject not in INJECT_CHOICES:
-        raise ValueError(f"MODEL.POLAR.INJECT must be one of {INJECT_CHOICES}, got {inject!r}")
-    if inject == "roi" and is_dense_detector(cfg):
-        raise ValueError(
-            f"MODEL.POLAR.INJECT 'roi' is invalid for {cfg.MODEL.META_ARCHITECTURE}, which has no ROI "
-            "heads; set MODEL.POLAR.INJECT: 'rpn' (or 'both') to fuse into its head's features"
-        )
-    return inject
-
-
-def injected_levels(cfg) -> List[str]:
-    """FPN levels whose fused version is read, given ``MODEL.POLAR.INJECT`` and the meta-architecture."""
-    inject = check_inject(cfg)
-    if is_dense_detector(cfg):
-        return list(cfg.MODEL.RETINANET.IN_FEATURES)
-    levels = []
-    if inject in ("rpn", "both"):
-        levels += cfg.MODEL.RPN.IN_FEATURES
-    if inject in ("roi", "both"):
-        levels += [f for f in cfg.MODEL.ROI_HEADS.IN_FEATURES if f not in levels]
-    return levels
-
-
 def check_resnet_config(cfg) -> None:
     """Raise a ``ValueError`` naming the keys to change where Detectron2's ResNet would assert."""
     r = cfg.MODEL.RESNETS
@@ -188,7 +149,7 @@ def fpn_kwargs(cfg, bottom_up: ResNet, top_block: str) -> dict:
 
 
 def _build_polar_fpn(cfg, top_block: str) -> PolarFPN:
-    levels = injected_levels(cfg)
+    levels = Injection.from_config(cfg).fused_levels
     out_channels = cfg.MODEL.FPN.OUT_CHANNELS
     return PolarFPN(
         polar_branch=PolarBranch(cfg, level_names=levels, out_channels=out_channels),

@@ -14,7 +14,7 @@ from detectron2.modeling import (
 )
 from detectron2.structures import ImageList
 
-from .backbone import FUSED_SUFFIX, check_inject, fused_name
+from .injection import FUSED_SUFFIX, Injection
 
 
 def _per_channel(values: Sequence[float], channels: int, key: str) -> torch.Tensor:
@@ -141,16 +141,10 @@ class PolarRCNN(PolarInputsMixin, GeneralizedRCNN):
 
     @classmethod
     def from_config(cls, cfg):
-        inject = check_inject(cfg)
+        injection = Injection.from_config(cfg)
         backbone = build_backbone(cfg)
         # the consumers chosen by MODEL.POLAR.INJECT read the fused levels; the config is not modified
-        heads_cfg = cfg.clone()
-        heads_cfg.defrost()
-        if has_fused_levels(backbone):
-            if inject in ("rpn", "both"):
-                heads_cfg.MODEL.RPN.IN_FEATURES = [fused_name(f) for f in cfg.MODEL.RPN.IN_FEATURES]
-            if inject in ("roi", "both"):
-                heads_cfg.MODEL.ROI_HEADS.IN_FEATURES = [fused_name(f) for f in cfg.MODEL.ROI_HEADS.IN_FEATURES]
+        heads_cfg = injection.heads_config(cfg) if has_fused_levels(backbone) else cfg
         return {
             "backbone": backbone,
             "proposal_generator": build_proposal_generator(heads_cfg, backbone.output_shape()),
@@ -184,11 +178,11 @@ class PolarRetinaNet(PolarInputsMixin, RetinaNet):
 
     @classmethod
     def from_config(cls, cfg):
-        check_inject(cfg)
+        injection = Injection.from_config(cfg)
         ret = super().from_config(cfg)
         # fused levels have the shapes of the plain ones, so the head and anchors built for the
         # plain levels apply as they are; only the names the head reads change
         if has_fused_levels(ret["backbone"]):
-            ret["head_in_features"] = [fused_name(f) for f in cfg.MODEL.RETINANET.IN_FEATURES]
+            ret["head_in_features"] = injection.reads()["MODEL.RETINANET.IN_FEATURES"]
         ret.update(polar_inputs_config(cfg))
         return ret
