@@ -57,6 +57,7 @@ from detectron2.data import DatasetCatalog
 from detectron2.utils.logger import setup_logger
 
 from polar_rcnn.config import add_polar_config
+from polar_rcnn.data.stack_statistics import compute_stack_stats
 from polar_rcnn.engine.runs import train_and_evaluate
 from polar_rcnn.evaluation.report import METRICS, format_mean_std, markdown_table, paired_differences, \
     results_table, verdict
@@ -204,11 +205,10 @@ class Evidence:
                     raise RuntimeError(f"datasets/prepare_polar_synth.py {' '.join(argv)} failed")
 
     def compute_stack_stats(self) -> None:
-        stats_tool = _load_script(os.path.join(REPO, "tools", "stack_stats.py"), "_evidence_stack_stats")
         for name in self.args.datasets:
             cfg = setup_cfg(os.path.join(CONFIGS, DEMO), ["DATASETS.POLAR_COCO", json.dumps(self.dataset_entries(name))])
             records = DatasetCatalog.get(f"evidence_{name}_train")
-            stats = stats_tool.compute(records, cfg, progress=False)
+            stats = compute_stack_stats(records, cfg, progress=False)
             std = np.where(stats.std < 1e-6, 1.0, stats.std)
             self.stack_stats[name] = ([round(float(v), 4) for v in stats.mean], [round(float(v), 4) for v in std])
             self.commands.append(self.shell(["python", "tools/stack_stats.py", "--config-file", f"configs/{DEMO}",

@@ -24,73 +24,22 @@ Without --config-file it holds the overrides and the statistics only: merge it i
 """
 import argparse
 import logging
-import multiprocessing
 import os
 import sys
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import yaml
-from tqdm import tqdm
 
 from detectron2.data import DatasetCatalog
 
 from polar_rcnn.utils.cli import HelpFormatter, setup_tool
-from polar_rcnn.data import STACK_FILE_KEY, DataError, SampleReader
+from polar_rcnn.data import DataError
+from polar_rcnn.data.stack_statistics import compute_stack_stats
 from polar_rcnn.data.polar_layout import check_stack_config
 from polar_rcnn.utils.atomic import atomic_write_text
 
 logger = logging.getLogger("polar_rcnn.tools.stack_stats")
-
-
-class ChannelStats:
-    """Running per-channel pixel count, mean and sum of squared deviations (float64)."""
-
-    def __init__(self):
-        self.count = 0
-        self.mean: Optional[np.ndarray] = None
-        self.m2: Optional[np.ndarray] = None
-
-    @staticmethod
-    def of(stack: np.ndarray) -> Tuple[int, np.ndarray, np.ndarray]:
-        """(count, mean, M2) of one (H, W, C) stack."""
-        x = stack.reshape(-1, stack.shape[-1])
-        mean = x.mean(axis=0, dtype=np.float64)
-        m2 = np.square(x - mean).sum(axis=0)  # float64: x is promoted
-        return x.shape[0], mean, m2
-
-    def merge(self, count: int, mean: np.ndarray, m2: np.ndarray, source: str = "") -> None:
-        """Add a batch's statistics (Chan, Golub, LeVeque 1979)."""
-        if count == 0:
-            return
-        if self.mean is None:
-            self.count, self.mean, self.m2 = count, mean.copy(), m2.copy()
-            return
-        if mean.shape != self.mean.shape:
-            raise ValueError(f"{source}: {mean.shape[0]} channels, the stacks before it had {self.mean.shape[0]}")
-        total = self.count + count
-        delta = mean - self.mean
-        self.mean = self.mean + delta * (count / total)
-        self.m2 = self.m2 + m2 + delta * delta * (self.count * count / total)
-        self.count = total
-
-    @property
-    def std(self) -> np.ndarray:
-        return np.sqrt(self.m2 / self.count)
-
-
-class _StackStats:
-    """Picklable: (count, mean, M2) of one record's stack read like the mapper."""
-
-    def __init__(self, cfg):
-        self.reader = SampleReader.from_config(cfg)
-
-    def __call__(self, record: Dict):
-        path = record.get(STACK_FILE_KEY)
-        if not path:
-            raise DataError(record.get("file_name", "?"), f"dataset record has no '{STACK_FILE_KEY}'")
-        stack = self.reader.load_stack(path)  # at its own size: the statistics need no image
-        return (path,) + ChannelStats.of(self.reader.derive(stack))
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -176,26 +125,6 @@ def output_config(cfg, opts: Sequence[str], mean: Sequence[float], std: Sequence
     return text + yaml.dump(tree, Dumper=_Dumper, default_flow_style=False, sort_keys=False, width=1 << 16)
 
 
-def compute(records: List[Dict], cfg, workers: int = 0, progress: bool = True) -> ChannelStats:
-    """Streaming per-channel statistics of the stacks of ``records``."""
-    stats = ChannelStats()
-    fn = _StackStats(cfg)
-    bar = tqdm(total=len(records), desc="stacks", unit="img", disable=not progress, file=sys.stderr)
-    if workers > 0 and len(records) > 1:
-        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-        with multiprocessing.get_context(method).Pool(workers) as pool:
-            for path, *values in pool.imap(fn, records, chunksize=4):
-                stats.merge(*values, source=path)
-                bar.update()
-    else:
-        for record in records:
-            path, *values = fn(record)
-            stats.merge(*values, source=path)
-            bar.update()
-    bar.close()
-    return stats
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     cfg = setup_tool(args.config_file, args.opts)
@@ -222,7 +151,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not records:
             print(f"No images in {names}.", file=sys.stderr)
             return 2
-        stats = compute(records, cfg, args.workers, not args.no_progress)
+        stats = compute_stack_stats(records, cfg, args.workers, not args.no_progress)
     except DataError as e:
         print(f"Error: {e}\nRun tools/check_dataset.py to list every problem of the dataset.", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ from tool_test_utils import CHANNELS, load_tool
 from detectron2.config import get_cfg
 
 from polar_rcnn import add_polar_config
+from polar_rcnn.data.stack_statistics import ChannelStats
 from polar_rcnn.data.synthetic import SyntheticConfig, generate_split
 
 stack_stats = load_tool("stack_stats")
@@ -63,9 +64,9 @@ def test_stats_match_numpy_and_merge_into_config(uint16_split, register, tmp_pat
 def test_streaming_merge_equals_numpy_over_uneven_batches():
     rng = np.random.default_rng(0)
     batches = [rng.normal(1000.0, 0.01 * (k + 1), size=(n, 3)) for k, n in enumerate((1, 7, 300, 2))]
-    stats = stack_stats.ChannelStats()
+    stats = ChannelStats()
     for b in batches:
-        stats.merge(*stack_stats.ChannelStats.of(b))
+        stats.merge(*ChannelStats.of(b))
     every = np.concatenate(batches)
     assert stats.count == len(every)
     np.testing.assert_allclose(stats.mean, every.mean(axis=0), rtol=0, atol=1e-9)
