@@ -82,7 +82,7 @@ def stack_values(inputs: dict) -> torch.Tensor:
     return inputs["stack"].float() * float(inputs.get("stack_scale", 1.0))
 
 
-def _resize(t: T.ResizeTransform, stack: StackData) -> StackData:
+def _apply_resize(t: T.ResizeTransform, stack: StackData) -> StackData:
     if (t.h, t.w) == (t.new_h, t.new_w):
         return stack  # Detectron2 would still resample; a same-size bilinear resize is the identity
     interpolation = _INTERPOLATION.get(t.interp, "bilinear")
@@ -127,7 +127,7 @@ def transform_stack(tfm: Transform, stack: StackData, *, polar_layout: Optional[
             raise ValueError("a rotation also rotates polarization angles, which is not implemented: "
                              "remove RandomRotation or set INPUT.STACK.POLARIZATION ''")
         if isinstance(t, T.ResizeTransform):
-            stack = _resize(t, stack)
+            stack = _apply_resize(t, stack)
         elif isinstance(t, MIRROR_TRANSFORMS):  # a view (fvcore's VFlipTransform copies twice)
             flipped = stack.array[:, ::-1] if isinstance(t, HFlipTransform) else stack.array[::-1]
             stack = StackData(flipped, stack.scale, stack.channel_index)

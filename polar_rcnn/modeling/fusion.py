@@ -45,7 +45,7 @@ def build_polar_fusion(cfg, channels: int) -> nn.Module:
 
 @register_fusion("add")
 class AddFusion(nn.Module):
-    """``image + polar``; no parameters (the research notebook's fusion)."""
+    """``image + polar``; no parameters."""
 
     @configurable
     def __init__(self, *, channels: int):

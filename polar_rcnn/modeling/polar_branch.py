@@ -14,7 +14,7 @@ NUM_STAGES_CHOICES = (1, 2)
 class PolarBranch(nn.Module):
     """Turns the stack into one feature map per FPN level, each of that level's exact size.
 
-    * two-stage (``num_stages=2``, the research notebook's design): ``conv C->hidden`` (+ optional
+    * two-stage (``num_stages=2``): ``conv C->hidden`` (+ optional
       norm) + ReLU, bilinear resize to each level, then a per-level ``conv hidden->out``
       (parameters ``pre`` and ``post.<level>``);
     * one-stage (``num_stages=1``): ``conv C->out`` (``pre``, no activation), bilinear resize to
