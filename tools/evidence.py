@@ -4,7 +4,8 @@ variant with the same budget over several seeds and writes docs/RESULTS.md.
 
     .venv/bin/python tools/evidence.py                       # the default budget (CPU, see README)
     .venv/bin/python tools/evidence.py --seeds 0 1 2 --scale 4 --device cuda
-    make evidence
+    .venv/bin/python tools/evidence.py --preset scratch      # from scratch, informative vs unpaired stack
+    make evidence                                            # EVIDENCE_ARGS="--preset scratch" for the latter
 
 Steps (each skipped when its result exists with the same settings, so an interrupted run resumes):
  1. Data (datasets/prepare_polar_synth.py) under <output>/data:
@@ -12,6 +13,9 @@ Steps (each skipped when its result exists with the same settings, so an interru
       stack     objects camouflaged in RGB, class signature in the polarization stack
       control   camouflaged in RGB and no signal in the stack (--signal none): the same question
                 where the stack cannot help
+      unpaired  (--datasets) objects in class colours in RGB (--signal rgb data), each image with the
+                stack of a frame of another video: a stack that carries nothing about the image,
+                where a polar model must do as well as RGB alone
  2. MODEL.POLAR.STACK_MEAN / STACK_STD of the stack and control training stacks (as
     tools/stack_stats.py computes them; DERIVED dolp_aolp_trig input).
  3. Pretrain: vanilla RGB Faster R-CNN (R18-FPN, GN) from scratch on "pretrain", like a user's
@@ -26,20 +30,26 @@ Steps (each skipped when its result exists with the same settings, so an interru
       branch_roi      polar branch added to the features the ROI heads read } branch (zero-init last
       branch_both     polar branch added to both                        } conv), RPN, box head trained
     and, when asked for: branch_only (the notebook's strict setup: only the branch trains, both),
-    polar_scratch / rgb_scratch (from scratch, no pretraining, everything trained).
+    from scratch (no pretraining, everything trained): rgb_scratch, polar_scratch (the library
+    default branch), demo_scratch (the demo config's own branch), demo_random_init (the same with a
+    random last conv).
  5. docs/RESULTS.md (--results): AP, AP50, AP75 as mean ± std over seeds per variant and dataset,
     the differences to rgb_only per seed, the machine, wall times and the commands.
 
 --scale K multiplies the training and validation videos and all iterations (for a GPU). Runs are
-in-process (PolarTrainer), seeded with SEED = the seed, DATALOADER.NUM_WORKERS --workers.
+PolarTrainer runs (in this process, or --jobs at a time in worker processes), seeded with SEED = the
+seed, DATALOADER.NUM_WORKERS --workers. --preset names a plan (options after it override it) and
+--section the part of --results it writes (the file's other sections are kept).
 """
 import argparse
+import concurrent.futures
 import contextlib
 import datetime
 import hashlib
 import importlib.util
 import json
 import logging
+import multiprocessing
 import os
 import platform
 import shlex
@@ -61,6 +71,7 @@ from polar_rcnn.data.stack_statistics import compute_stack_stats
 from polar_rcnn.engine.runs import train_and_evaluate
 from polar_rcnn.evaluation.report import METRICS, format_mean_std, markdown_table, paired_differences, \
     results_table, verdict
+from polar_rcnn.utils.atomic import atomic_write_text
 from polar_rcnn.utils.cli import HelpFormatter, setup_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,15 +84,18 @@ BACKBONE_FROZEN = ["MODEL.FREEZE.PARTS", '["image_bottom_up", "fpn"]']
 BRANCH = ["MODEL.POLAR.ZERO_INIT", "True"] + BACKBONE_FROZEN
 
 
-BRANCH_SHAPE_KEYS = ("NUM_STAGES", "HIDDEN_CHANNELS", "PRE_KERNEL_SIZE", "POST_KERNEL_SIZE", "INPUT_STRIDE")
+# the branch's shape and training keys (not the data's: IN_CHANNELS, STACK_MEAN/STD; not INJECT)
+BRANCH_KEYS = ("NUM_STAGES", "HIDDEN_CHANNELS", "NORM", "PRE_KERNEL_SIZE", "POST_KERNEL_SIZE", "INPUT_STRIDE",
+               "ZERO_INIT", "FUSION", "LR_FACTOR", "WEIGHT_DECAY", "MODALITY_DROPOUT")
 
 
 def default_branch_opts() -> List[str]:
-    """The library's default branch shape (``add_polar_config``) as options: the evidence measures
-    what a user gets by default, whatever the demo config tunes for its from-scratch run."""
+    """The library's default branch (``add_polar_config``: shape, init, learning rate) as options:
+    the evidence measures what a user gets by default, whatever the demo config tunes for its
+    from-scratch run."""
     cfg = get_cfg()
     add_polar_config(cfg)
-    return [x for k in BRANCH_SHAPE_KEYS for x in (f"MODEL.POLAR.{k}", str(cfg.MODEL.POLAR[k]))]
+    return [x for k in BRANCH_KEYS for x in (f"MODEL.POLAR.{k}", str(cfg.MODEL.POLAR[k]))]
 
 
 @dataclass(frozen=True)
@@ -90,6 +104,7 @@ class Variant:
     opts: Tuple[str, ...]  # on top of the common opts
     trains: str  # what trains, for the report
     pretrained: bool = True  # starts from the pretrained RGB detector
+    library_branch: bool = True  # a polar variant runs the library's default branch (else its config's)
 
 
 VARIANTS: "OrderedDict[str, Variant]" = OrderedDict([
@@ -105,23 +120,53 @@ VARIANTS: "OrderedDict[str, Variant]" = OrderedDict([
                                    '["image_bottom_up", "fpn", "rpn", "box_head", "box_predictor"]'), "branch only")),
     ("polar_scratch", Variant(DEMO, ("MODEL.POLAR.INJECT", "both"), "everything, from scratch", pretrained=False)),
     ("rgb_scratch", Variant(RGB, (), "everything, from scratch", pretrained=False)),
+    ("demo_scratch", Variant(DEMO, (), "everything, from scratch (the demo config's own branch)", pretrained=False,
+                             library_branch=False)),
+    ("demo_random_init", Variant(DEMO, ("MODEL.POLAR.ZERO_INIT", "False"),
+                                 "everything, from scratch (the demo config's branch, last conv random)",
+                                 pretrained=False, library_branch=False)),
 ])
 DEFAULT_VARIANTS = ["rgb_only", "rgb_last_layer", "early_fusion", "branch_rpn", "branch_roi", "branch_both"]
-DATASETS = OrderedDict([("stack", "stack"), ("control", "none")])  # name -> prepare_polar_synth --signal
+# name -> prepare_polar_synth --signal. "rgb": objects in class colours in RGB, the stack's polarization is
+# background only; "unpaired": the "rgb" images, each with the stack of a frame of another video (a real
+# stack of the same statistics that carries nothing about the image)
+DATASETS = OrderedDict([("stack", "stack"), ("control", "none"), ("rgb", "rgb"), ("unpaired", "rgb")])
+UNPAIRED = {"unpaired": "rgb"}  # dataset -> the dataset whose images and stacks it pairs anew
 PRETRAIN_SIGNAL = "rgb"
 PRETRAIN_DATA_SEED = 100  # other scenes than the finetuning data
 STACK_CHANNELS, DERIVED_CHANNELS = 24, 18  # 6 bands x 4 angles -> dolp_aolp_trig
 
 
+#: --preset NAME: options put before the command line's (which override them)
+PRESETS = {
+    # the demo config and the library default from scratch against RGB only, where the stack is informative
+    # and where it carries nothing; its own section of the report
+    "scratch": ["--variants", "rgb_scratch", "demo_random_init", "demo_scratch", "polar_scratch", "--datasets", "stack", "unpaired",
+                "--iters", "300", "--section", "scratch", "--jobs", "2"],
+}
+SECTION_TITLES = {"main": "Results: does the stack help?",
+                  "scratch": "From scratch: does the branch cost accuracy when the stack carries nothing?"}
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    preset = argparse.ArgumentParser(add_help=False)
+    preset.add_argument("--preset", choices=list(PRESETS))
+    known, _ = preset.parse_known_args(argv)
+    if known.preset:
+        argv = PRESETS[known.preset] + argv
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--preset", choices=list(PRESETS), help="a named plan: " + "; ".join(
+        f"{k} = {' '.join(v)}" for k, v in PRESETS.items()) + " (options given after it override it)")
+    p.add_argument("--section", default="main", metavar="NAME",
+                   help="the report's section in --results; the file's other sections are kept")
     p.add_argument("--output", default="output/evidence", metavar="DIR", help="data, runs and logs")
     p.add_argument("--results", default="docs/RESULTS.md", metavar="FILE", help="the report")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="S", help="SEED of the finetuning runs")
     p.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=list(VARIANTS), metavar="NAME",
                    help=f"of {', '.join(VARIANTS)}")
-    p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS), metavar="NAME",
-                   help="stack and/or control")
+    p.add_argument("--datasets", nargs="+", default=["stack", "control"], choices=list(DATASETS), metavar="NAME",
+                   help="of " + ", ".join(DATASETS))
     p.add_argument("--scale", type=float, default=1.0, metavar="K", help="multiply videos and iterations by K")
     p.add_argument("--iters", type=int, default=150, help="finetuning iterations per run")
     p.add_argument("--pretrain-iters", type=int, default=400, help="iterations of the RGB pretraining")
@@ -137,6 +182,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (0: torch's default). 1 by default: on a 2-core machine that other jobs "
                         "share, 2 threads measured 3-10x slower per iteration than 1")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="training runs at a time, each in a process of its own with --threads threads (1: in this "
+                        "process); the pretraining runs alone first")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="MODEL.DEVICE")
     p.add_argument("--verbose", action="store_true", help="training logs on the console too (always in <output>/log.txt)")
     p.add_argument("--polar-opts", nargs="+", default=[], metavar="KEY VALUE",
@@ -148,10 +196,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         p.error("--scale > 0 and positive sizes, iterations and counts required")
     if args.fpn_channels % 32:
         p.error("--fpn-channels must be a multiple of 32 (GroupNorm with 32 groups)")
-    if args.threads < 0 or args.workers < 0:
-        p.error("--threads and --workers must be >= 0")
+    if args.threads < 0 or args.workers < 0 or args.jobs < 1:
+        p.error("--threads and --workers must be >= 0, --jobs >= 1")
     if len(args.polar_opts) % 2:
         p.error("--polar-opts takes KEY VALUE pairs")
+    if not args.section.replace("_", "").isalnum():
+        p.error("--section takes letters, digits and _")
     return args
 
 
@@ -186,16 +236,36 @@ class Evidence:
         return os.path.join(self.out, "data", name)
 
     def dataset_entries(self, name: str) -> List[List[str]]:
-        root = self.data_dir(name)
-        return [[f"evidence_{name}_{split}", os.path.join(root, f"{split}.json"), os.path.join(root, split, "images"),
-                 os.path.join(root, split, "stacks")] for split in ("train", "val")]
+        root, files = self.data_dir(name), self.data_dir(UNPAIRED.get(name, name))
+        return [[f"evidence_{name}_{split}", os.path.join(root, f"{split}.json"), os.path.join(files, split, "images"),
+                 os.path.join(files, split, "stacks")] for split in ("train", "val")]
+
+    def write_unpaired(self, name: str) -> None:
+        """``name``'s JSONs: its source's images in (video, frame) order, image i with the stack of
+        image i + N/2 (another video's frame whenever the split has two videos or more)."""
+        source, out = self.data_dir(UNPAIRED[name]), self.data_dir(name)
+        os.makedirs(out, exist_ok=True)
+        for split in ("train", "val"):
+            with open(os.path.join(source, f"{split}.json")) as f:
+                data = json.load(f)
+            images = sorted(data["images"], key=lambda im: (im.get("video_id", 0), im.get("frame_id", 0), im["id"]))
+            stacks = [im["stack_file"] for im in images]
+            shift = len(images) // 2
+            for i, im in enumerate(images):
+                im["stack_file"] = stacks[(i + shift) % len(images)]
+            atomic_write_text(os.path.join(out, f"{split}.json"), json.dumps(data))
+        atomic_write_text(os.path.join(out, "generator.json"), json.dumps(
+            {"source": self.data_fingerprint(UNPAIRED[name]), "pairing": "stack of image i + N/2"}))
 
     def prepare_data(self) -> None:
         a = self.args
         prepare = _load_script(os.path.join(REPO, "datasets", "prepare_polar_synth.py"), "_evidence_prepare")
         lo, hi = max(6, round(a.size * 24 / 256)), max(8, round(a.size * 80 / 256))
-        for name, signal, seed in [("pretrain", PRETRAIN_SIGNAL, PRETRAIN_DATA_SEED)] + \
-                [(d, DATASETS[d], 0) for d in a.datasets]:
+        generated = [d for d in a.datasets if d not in UNPAIRED]
+        generated += [UNPAIRED[d] for d in a.datasets if d in UNPAIRED and UNPAIRED[d] not in generated]
+        pretrain = [("pretrain", PRETRAIN_SIGNAL, PRETRAIN_DATA_SEED)] if any(VARIANTS[v].pretrained
+                                                                              for v in a.variants) else []
+        for name, signal, seed in pretrain + [(d, DATASETS[d], 0) for d in generated]:
             argv = ["--output", self.data_dir(name), "--train-videos", str(self.train_videos), "--val-videos",
                     str(self.val_videos), "--frames-per-video", str(a.frames_per_video), "--size", str(a.size),
                     "--signal", signal, "--seed", str(seed), "--object-size", str(lo), str(hi)]
@@ -203,6 +273,11 @@ class Evidence:
             with contextlib.redirect_stdout(sys.stderr):
                 if prepare.main(argv) != 0:
                     raise RuntimeError(f"datasets/prepare_polar_synth.py {' '.join(argv)} failed")
+        for name in a.datasets:
+            if name in UNPAIRED:
+                self.write_unpaired(name)
+                self.commands.append(f"# {name}: the {UNPAIRED[name]} images, image i of each split (in video, frame "
+                                     "order) with the stack of image i + N/2 (Evidence.write_unpaired)")
 
     def compute_stack_stats(self) -> None:
         for name in self.args.datasets:
@@ -264,7 +339,8 @@ class Evidence:
         v = VARIANTS[variant]
         return ["MODEL.WEIGHTS", os.path.join(self.pretrain_dir(), "model_final.pth") if v.pretrained else "",
                 "SOLVER.MAX_ITER", str(self.iters), "SOLVER.WARMUP_ITERS", str(min(20, self.iters // 4)),
-                "SEED", seed, *v.opts, *(default_branch_opts() + self.args.polar_opts if v.config == DEMO else ()),
+                "SEED", seed, *v.opts, *(default_branch_opts() if v.config == DEMO and v.library_branch else ()),
+                *(self.args.polar_opts if v.config == DEMO else ()),
                 "OUTPUT_DIR", os.path.join(self.out, "runs", dataset, variant, f"seed{seed}")]
 
     def data_fingerprint(self, name: str) -> str:
@@ -275,30 +351,51 @@ class Evidence:
     def run(self, config: str, opts: List[str], label: str, depends: Dict[str, str]) -> Tuple[Dict[str, float], float]:
         """Train + evaluate, or reuse a finished run with the same config, opts and ``depends`` (digests
         of its data and of the pretraining it starts from): (bbox metrics, seconds)."""
-        cfg = setup_cfg(os.path.join(CONFIGS, config), opts)
-        # the resolved config too: a changed default (e.g. in polar_rcnn/config.py) re-runs
-        depends = {**depends, "config": hashlib.sha1(cfg.dump().encode()).hexdigest()}
-        done_file = os.path.join(cfg.OUTPUT_DIR, "evidence_run.json")
-        if os.path.isfile(done_file):
-            with open(done_file) as f:
-                done = json.load(f)
-            # same config file and the same resolved config (in depends), however the options spell it
-            if done.get("config") == config and done.get("depends") == depends:
-                print(f"{label}: done before (AP {done['bbox'].get('AP', float('nan')):.1f}), reused", flush=True)
-                self.reused += 1
-                return done["bbox"], done["seconds"]
-        start = time.perf_counter()
+        return self.run_all([(config, opts, label, depends)])[0]
+
+    def run_all(self, runs: Sequence[Tuple[str, List[str], str, Dict[str, str]]]) -> List[Tuple[Dict[str, float], float]]:
+        """:meth:`run` for each ``(config, opts, label, depends)``; the runs not done before train in
+        ``--jobs`` processes at a time (in this process with 1)."""
+        results: List[Optional[Tuple[Dict[str, float], float]]] = [None] * len(runs)
+        pending = []
+        for i, (config, opts, label, depends) in enumerate(runs):
+            cfg = setup_cfg(os.path.join(CONFIGS, config), opts)
+            # the resolved config too: a changed default (e.g. in polar_rcnn/config.py) re-runs
+            full = {**depends, "config": hashlib.sha1(cfg.dump().encode()).hexdigest()}
+            done_file = os.path.join(cfg.OUTPUT_DIR, "evidence_run.json")
+            if os.path.isfile(done_file):
+                with open(done_file) as f:
+                    done = json.load(f)
+                # same config file and the same resolved config (in depends), however the options spell it
+                if done.get("config") == config and done.get("depends") == full:
+                    print(f"{label}: done before (AP {done['bbox'].get('AP', float('nan')):.1f}), reused", flush=True)
+                    self.reused += 1
+                    results[i] = done["bbox"], done["seconds"]
+                    continue
+            pending.append((i, config, opts, label, full, done_file))
         log_file = os.path.join(self.out, "log.txt")
-        with open(log_file, "a") as log, contextlib.redirect_stdout(sys.stdout if self.args.verbose else log):
-            results = train_and_evaluate(cfg)  # pycocotools prints its summary to stdout
-        seconds = time.perf_counter() - start
-        bbox = {k: float(v) for k, v in results.get("bbox", {}).items()}
-        with open(done_file, "w") as f:
-            json.dump({"config": config, "opts": opts, "depends": depends, "bbox": bbox, "seconds": seconds}, f,
-                      indent=1)
-        print(f"{label}: AP {bbox.get('AP', float('nan')):.1f}  AP50 {bbox.get('AP50', float('nan')):.1f}  "
-              f"({seconds:.0f} s)", flush=True)
-        return bbox, seconds
+        jobs = min(self.args.jobs, len(pending))
+
+        def finish(item, bbox: Dict[str, float], seconds: float) -> None:
+            i, config, opts, label, full, done_file = item
+            with open(done_file, "w") as f:
+                json.dump({"config": config, "opts": opts, "depends": full, "bbox": bbox, "seconds": seconds}, f,
+                          indent=1)
+            print(f"{label}: AP {bbox.get('AP', float('nan')):.1f}  AP50 {bbox.get('AP50', float('nan')):.1f}  "
+                  f"({seconds:.0f} s)", flush=True)
+            results[i] = bbox, seconds
+
+        if jobs <= 1:
+            for item in pending:
+                finish(item, *train_run(item[1], item[2], log_file, self.args.verbose))
+        else:
+            context = multiprocessing.get_context("spawn")
+            with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker,
+                                                        initargs=(log_file, self.args.threads)) as pool:
+                futures = {pool.submit(train_run, item[1], item[2], log_file, False): item for item in pending}
+                for future in concurrent.futures.as_completed(futures):
+                    finish(futures[future], *future.result())
+        return results
 
     @staticmethod
     def shell(words: Sequence[str]) -> str:
@@ -330,6 +427,7 @@ class Evidence:
         start = time.perf_counter()
         total = len(a.datasets) * len(a.seeds) * len(a.variants)
         n = 0
+        planned = []
         for dataset in a.datasets:
             self.commands.append(f"{dataset.upper()}=(" + self.shell(self.dataset_opts(dataset)) + ")")
             self.commands.append(f"for SEED in {' '.join(map(str, a.seeds))}; do")
@@ -343,10 +441,37 @@ class Evidence:
                     config, opts = self.finetune_opts(variant, dataset, seed)
                     depends = {"data": self.data_fingerprint(dataset),
                                "pretrain": pretrain if VARIANTS[variant].pretrained else ""}
-                    bbox, seconds = self.run(config, opts, f"[{n}/{total}] {dataset} {variant} seed {seed}", depends)
-                    self.results.setdefault((variant, dataset), {})[seed] = bbox
-                    self.run_seconds[(variant, dataset, seed)] = seconds
+                    planned.append(((variant, dataset, seed), (config, opts, f"[{n}/{total}] {dataset} {variant} seed {seed}",
+                                                               depends)))
+        for (key, _), (bbox, seconds) in zip(planned, self.run_all([run for _, run in planned])):
+            variant, dataset, seed = key
+            self.results.setdefault((variant, dataset), {})[seed] = bbox
+            self.run_seconds[key] = seconds
         self.timings["finetune runs"] = time.perf_counter() - start
+
+
+def train_run(config: str, opts: Sequence[str], log_file: str, verbose: bool) -> Tuple[Dict[str, float], float]:
+    """One training + evaluation run (in this process or a ``--jobs`` worker): (bbox metrics, seconds)."""
+    cfg = setup_cfg(os.path.join(CONFIGS, config), list(opts))
+    start = time.perf_counter()
+    with open(log_file, "a") as log, contextlib.redirect_stdout(sys.stdout if verbose else log):
+        results = train_and_evaluate(cfg)  # pycocotools prints its summary to stdout
+    return {k: float(v) for k, v in results.get("bbox", {}).items()}, time.perf_counter() - start
+
+
+def _init_worker(log_file: str, threads: int) -> None:
+    """A ``--jobs`` worker process: the main process's logging and thread count."""
+    _setup_logging(log_file, verbose=False)
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def _setup_logging(log_file: str, verbose: bool) -> None:
+    for name, abbrev in (("polar_rcnn", "polar"), ("detectron2", "d2"), ("fvcore", None)):
+        setup_logger(log_file, name=name, abbrev_name=abbrev)
+    if not verbose:
+        # fvcore warns about every new branch parameter that the RGB checkpoint lacks: expected here
+        _quiet_console({"polar_rcnn": logging.WARNING, "detectron2": logging.WARNING, "fvcore": logging.ERROR})
 
 
 # ---------------------------------------------------------------------------------- report
@@ -366,64 +491,105 @@ def machine() -> str:
     return text
 
 
+DATASET_TEXT = {
+    "stack": "objects camouflaged in RGB, class signature in the stack (`--signal stack`)",
+    "control": "camouflaged and no signal in the stack (`--signal none`)",
+    "rgb": "objects in class colours in RGB, background-only polarization in the stack (`--signal rgb`)",
+    "unpaired": "the `rgb` images, each with the stack of a frame of another video (image i of a split, in video "
+                "and frame order, with the stack of image i + N/2): a real stack with the data's statistics that "
+                "carries nothing about the image",
+}
+
+
+def reference_variant(variants: Sequence[str]) -> Optional[str]:
+    """The RGB-only variant the others are compared with: rgb_only, else rgb_scratch."""
+    return next((v for v in ("rgb_only", "rgb_scratch") if v in variants), None)
+
+
+def branch_text(polar) -> str:
+    return (f"{polar.NUM_STAGES}-stage, hidden {polar.HIDDEN_CHANNELS}, first conv {polar.PRE_KERNEL_SIZE}x"
+            f"{polar.PRE_KERNEL_SIZE} at input stride {polar.INPUT_STRIDE}, ZERO_INIT {polar.ZERO_INIT}, "
+            f"LR_FACTOR {polar.LR_FACTOR:g}, WEIGHT_DECAY {polar.WEIGHT_DECAY:g}, MODALITY_DROPOUT "
+            f"{polar.MODALITY_DROPOUT:g}")
+
+
 def write_report(ev: Evidence, path: str, argv: Sequence[str], wall: float) -> str:
     a = ev.args
     variants, datasets = list(a.variants), list(a.datasets)
     polar = setup_cfg(os.path.join(CONFIGS, DEMO), default_branch_opts() + list(a.polar_opts)).MODEL.POLAR
-    lines = ["# Results: does the stack help?", "",
+    demo = setup_cfg(os.path.join(CONFIGS, DEMO), list(a.polar_opts)).MODEL.POLAR
+    pretrained = any(VARIANTS[v].pretrained for v in variants)
+    branch_variants = [v for v in variants if v.startswith("branch_")]
+    lines = [f"# {SECTION_TITLES.get(a.section, a.section)}", "",
              f"Written by `tools/evidence.py` on {datetime.date.today().isoformat()}. Every number below was "
              "measured by that run; rerun the command at the end to reproduce it.", ""]
     lines += ["## Setup", "",
               f"- Data (`datasets/prepare_polar_synth.py`, {a.size}x{a.size} px, 24-channel stacks = 6 bands x "
               f"0/45/90/135 deg): {ev.train_videos} training and {ev.val_videos} validation videos of "
-              f"{a.frames_per_video} frames per dataset. `pretrain`: objects visible in RGB (`--signal rgb`); "
-              "`stack`: objects camouflaged in RGB, class signature in the stack (`--signal stack`); `control`: "
-              "camouflaged and no signal in the stack (`--signal none`).",
+              f"{a.frames_per_video} frames per dataset. "
+              + ("`pretrain`: objects visible in RGB (`--signal rgb`); " if pretrained else "")
+              + "; ".join(f"`{d}`: {DATASET_TEXT[d]}" for d in datasets) + ".",
               f"- Model: Faster R-CNN, ResNet-18-FPN with GroupNorm, FPN width {a.fpn_channels}, box head FC "
-              f"{a.fc_dim}, polar branch {DERIVED_CHANNELS} -> {polar.HIDDEN_CHANNELS} -> {a.fpn_channels} channels "
-              f"at input stride {polar.INPUT_STRIDE} (`configs/{DEMO}`).",
-              f"- Pretraining: vanilla RGB Faster R-CNN from scratch on `pretrain`, {ev.pretrain_iters} iterations"
-              + (f"; COCO AP on its own validation split {ev.pretrain_results.get('AP', float('nan')):.1f} "
-                 f"(AP50 {ev.pretrain_results.get('AP50', float('nan')):.1f})." if ev.pretrain_results else "."),
-              f"- Finetuning: every variant from the pretrained checkpoint (the `*_scratch` ones from nothing), "
-              f"{ev.iters} iterations, batch {a.batch}, SGD base LR {a.lr:g} with {min(20, ev.iters // 4)}-iteration "
-              f"warmup and cosine decay (`WarmupCosineLR`), seeds {', '.join(map(str, a.seeds))} (`SEED`; data order, augmentation "
-              "and new layers differ per seed, the data and the pretrained model do not).",
+              f"{a.fc_dim} (`configs/{DEMO}`). Library default branch (`add_polar_config`): {branch_text(polar)}."
+              + (f" The demo config's own branch (`demo_scratch`): {branch_text(demo)}."
+                 if "demo_scratch" in variants else "")]
+    if pretrained:
+        lines.append(
+            f"- Pretraining: vanilla RGB Faster R-CNN from scratch on `pretrain`, {ev.pretrain_iters} iterations"
+            + (f"; COCO AP on its own validation split {ev.pretrain_results.get('AP', float('nan')):.1f} "
+               f"(AP50 {ev.pretrain_results.get('AP50', float('nan')):.1f})." if ev.pretrain_results else "."))
+    lines += [f"- Training: " + ("every variant from the pretrained checkpoint (the `*_scratch` ones from nothing), "
+                                 if pretrained else "every variant from scratch (no pretrained weights), ")
+              + f"{ev.iters} iterations, batch {a.batch}, SGD base LR {a.lr:g} with {min(20, ev.iters // 4)}-iteration "
+              f"warmup and cosine decay (`WarmupCosineLR`), seeds {', '.join(map(str, a.seeds))} (`SEED`; data order, "
+              "augmentation and initialisation differ per seed, the data" + (" and the pretrained model" if pretrained
+                                                                             else "") + " do not).",
               "- Stack input: `INPUT.STACK.DERIVED dolp_aolp_trig` (DoLP, cos 2 AoLP, sin 2 AoLP per band, 18 "
               "channels) normalized per channel with the training split's mean and std "
-              "(`MODEL.POLAR.STACK_MEAN/STD`, as tools/stack_stats.py computes them, per dataset). The branch's "
-              "last conv starts at zero (`MODEL.POLAR.ZERO_INIT True`), so each branch variant starts exactly "
-              "from the pretrained detector; it trains with the same learning rate as the heads.", ""]
+              "(`MODEL.POLAR.STACK_MEAN/STD`, as tools/stack_stats.py computes them, per dataset)."
+              + (" The `branch_*` variants run the library default branch, whose last conv starts at zero "
+                 "(`MODEL.POLAR.ZERO_INIT True`), so each starts exactly from the pretrained detector."
+                 if branch_variants else ""), ""]
     lines += ["| variant | what trains | config |", "| --- | --- | --- |"]
     lines += [f"| {v} | {VARIANTS[v].trains} | `configs/{VARIANTS[v].config}` + "
-              f"`{' '.join(VARIANTS[v].opts) or '-'}` |" for v in variants]
+              f"`{' '.join(VARIANTS[v].opts) or '-'}`"
+              + (" + the library default branch" if VARIANTS[v].config == DEMO and VARIANTS[v].library_branch else "")
+              + " |" for v in variants]
     lines += ["", f"## COCO box AP (%), mean ± std over {len(a.seeds)} seed(s)", "",
               results_table(ev.results, variants, datasets)]
-    if "rgb_only" in variants and len(variants) > 1:
-        lines += ["## Difference to rgb_only (AP, paired by seed)", "",
+    reference = reference_variant(variants)
+    if reference and len(variants) > 1:
+        lines += [f"## Difference to {reference} (AP and AP50, paired by seed)", "",
                   "'higher'/'lower' only when every seed agrees and the mean difference exceeds its standard "
                   "deviation; otherwise the runs do not tell the variants apart.", ""]
         rows = []
         for v in variants:
-            if v == "rgb_only":
+            if v == reference:
                 continue
             row = [v]
             for d in datasets:
-                diffs = paired_differences(ev.results, v, "rgb_only", d)
-                row += [format_mean_std(diffs), verdict(diffs)]
+                for metric in ("AP", "AP50"):
+                    diffs = paired_differences(ev.results, v, reference, d, metric)
+                    row += [format_mean_std(diffs), verdict(diffs)]
             rows.append(row)
-        lines.append(markdown_table(["variant"] + [x for d in datasets for x in (f"{d} ΔAP", f"{d} verdict")], rows))
+        lines.append(markdown_table(["variant"] + [x for d in datasets for m in ("AP", "AP50")
+                                                   for x in (f"{d} Δ{m}", f"{d} {m} verdict")], rows))
     lines += ["## Machine and time", "", f"- Machine: {machine()}.",
               f"- Wall time of this invocation: {wall / 60:.1f} min; " + ", ".join(f"{k} {v:.0f} s" for k, v in ev.timings.items())
               + (f" ({ev.reused} runs reused from earlier invocations with the same resolved config)" if ev.reused else "")
               + ".", ""]
     if ev.run_seconds:
         per = sorted(ev.run_seconds.values())
-        lines += [f"- Finetuning runs: {len(per)}, {np.median(per):.0f} s median each (training + evaluation), "
-                  f"{sum(per) / 60:.1f} min together.", ""]
+        kind = "Finetuning runs" if any(VARIANTS[v].pretrained for v in variants) else "Training runs"
+        lines += [f"- {kind}: {len(per)}, {np.median(per):.0f} s median each (training + evaluation"
+                  + (f", {a.jobs} runs at a time sharing the CPU" if a.jobs > 1 else "")
+                  + f"), {sum(per) / 60:.1f} min together.", ""]
     lines += ["## Commands", "", "The whole evidence:", "", "```bash", "cd " + REPO + " && .venv/bin/python "
-              + " ".join(shlex.quote(x) for x in ["tools/evidence.py"] + list(argv)), "```", "",
-              "What it runs, as a bash script (the training runs are in-process PolarTrainer runs, identical to "
+              + " ".join(shlex.quote(x) for x in ["tools/evidence.py"] + list(argv)), "```", ""]
+    if a.preset:
+        lines += [f"(`--preset {a.preset}` = `{' '.join(PRESETS[a.preset])}`; options after it override it.)", ""]
+    lines += ["What it runs, as a bash script (the training runs are PolarTrainer runs in "
+              + ("this process" if a.jobs <= 1 else f"{a.jobs} worker processes") + ", identical to "
               "train_net.py with these options):", "", "```bash"] + ev.commands + ["```", ""]
     lines += ["## Every run", "", markdown_table(
         ["dataset", "variant", "seed"] + list(METRICS) + ["seconds"],
@@ -431,9 +597,32 @@ def write_report(ev: Evidence, path: str, argv: Sequence[str], wall: float) -> s
          + [f"{ev.run_seconds[(v, d, s)]:.0f}"] for d in datasets for v in variants for s in a.seeds
          if s in ev.results.get((v, d), {})])]
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        f.write("\n".join(lines))
+    old = ""
+    if os.path.isfile(path):
+        with open(path) as f:
+            old = f.read()
+    atomic_write_text(path, replace_section(old, a.section, "\n".join(lines)))
     return path
+
+
+def _markers(name: str) -> Tuple[str, str]:
+    return f"<!-- evidence section {name}: written by tools/evidence.py --section {name} -->", \
+        f"<!-- end of evidence section {name} -->"
+
+
+def replace_section(text: str, name: str, body: str) -> str:
+    """``text`` with section ``name`` (between its markers) replaced by ``body``, or with ``body``
+    appended when it has none. A report without markers (written before sections existed) is
+    section "main"."""
+    if text.strip() and "<!-- evidence section " not in text:
+        begin, end = _markers("main")
+        text = f"{begin}\n{text.rstrip()}\n{end}\n"
+    begin, end = _markers(name)
+    block = f"{begin}\n{body.rstrip()}\n{end}\n"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        return head + block + rest.split(end, 1)[1]
+    return (text.rstrip("\n") + "\n\n" if text.strip() else "") + block
 
 
 def _quiet_console(levels: Dict[str, int]) -> None:
@@ -448,15 +637,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     os.makedirs(args.output, exist_ok=True)
     log_file = os.path.join(args.output, "log.txt")
-    for name, abbrev in (("polar_rcnn", "polar"), ("detectron2", "d2"), ("fvcore", None)):
-        setup_logger(log_file, name=name, abbrev_name=abbrev)
-    if not args.verbose:
-        # fvcore warns about every new branch parameter that the RGB checkpoint lacks: expected here
-        _quiet_console({"polar_rcnn": logging.WARNING, "detectron2": logging.WARNING, "fvcore": logging.ERROR})
+    _setup_logging(log_file, args.verbose)
     ev = Evidence(args)
     n_runs = len(args.datasets) * len(args.seeds) * len(args.variants)
-    print(f"Evidence: {n_runs} finetuning runs of {ev.iters} iterations (+ pretraining {ev.pretrain_iters}) on "
-          f"{args.device}; log: {log_file}", flush=True)
+    pretrain = f" (+ pretraining {ev.pretrain_iters})" if any(VARIANTS[v].pretrained for v in args.variants) else ""
+    print(f"Evidence: {n_runs} runs of {ev.iters} iterations{pretrain} on {args.device}, {args.jobs} at a time; "
+          f"log: {log_file}", flush=True)
     threads = torch.get_num_threads()
     start = time.perf_counter()
     try:

@@ -1,8 +1,11 @@
 """tools/evidence.py end to end on a miniature budget: data, pretraining, two variants on the stack
 and control datasets, a RESULTS-like markdown with the table; a rerun reuses the finished runs."""
 import json
+import os
+import subprocess
+import sys
 
-from tool_test_utils import load_tool
+from tool_test_utils import TOOLS_DIR, load_tool
 
 from polar_rcnn.evaluation.report import format_mean_std, paired_differences, verdict
 
@@ -71,6 +74,76 @@ def test_polar_opts_reach_only_the_branch_variants(tmp_path):
     last = len(branch) - 1 - branch[::-1].index("MODEL.POLAR.POST_KERNEL_SIZE")
     assert branch[last + 1] == "1"  # after the pinned library default, so it wins
     # the branch variants measure the library's default branch, whatever the demo config tunes
-    assert branch[branch.index("MODEL.POLAR.INPUT_STRIDE") + 1] == str(evidence.default_branch_opts()[-1])
+    library = evidence.default_branch_opts()
+    assert branch[branch.index("MODEL.POLAR.INPUT_STRIDE") + 1] == library[library.index("MODEL.POLAR.INPUT_STRIDE") + 1]
     assert "MODEL.POLAR.POST_KERNEL_SIZE" not in ev.run_opts("rgb_only", "stack", "0")
     assert "MODEL.POLAR.POST_KERNEL_SIZE" not in ev.run_opts("early_fusion", "stack", "0")
+
+
+def test_report_sections_replace_only_their_own():
+    legacy = "# Results: does the stack help?\n\nold main\n"
+    text = evidence.replace_section(legacy, "scratch", "# From scratch\n\nfirst")
+    assert "old main" in text and "first" in text
+    assert text.index("old main") < text.index("first")  # the old report became section "main"
+    text = evidence.replace_section(text, "scratch", "# From scratch\n\nsecond")
+    assert "first" not in text and "second" in text and "old main" in text
+    text = evidence.replace_section(text, "main", "# Results\n\nnew main")
+    assert "old main" not in text and "new main" in text and "second" in text
+    assert text.index("new main") < text.index("second")  # replaced in place
+    assert evidence.replace_section("", "main", "body") == "\n".join(evidence._markers("main")).replace(
+        "\n", "\nbody\n") + "\n"
+
+
+def test_unpaired_dataset_gives_every_image_another_videos_stack(tmp_path):
+    ev = evidence.Evidence(evidence.parse_args(["--output", str(tmp_path)]))
+    source = tmp_path / "data" / "rgb"
+    source.mkdir(parents=True)
+    (source / "generator.json").write_text("{}")
+    for split in ("train", "val"):
+        images = [{"id": 10 * v + f, "file_name": f"v{v}_f{f}.png", "stack_file": f"v{v}_f{f}.npy", "video_id": v,
+                   "frame_id": f} for v in (1, 0) for f in range(3)]  # not in (video, frame) order
+        (source / f"{split}.json").write_text(json.dumps({"images": images, "annotations": [], "categories": []}))
+    ev.write_unpaired("unpaired")
+    for split in ("train", "val"):
+        images = json.loads((tmp_path / "data" / "unpaired" / f"{split}.json").read_text())["images"]
+        pairs = {im["file_name"]: im["stack_file"] for im in images}
+        assert pairs["v0_f0.png"] == "v1_f0.npy" and pairs["v1_f2.png"] == "v0_f2.npy"
+        assert sorted(pairs.values()) == sorted(f"v{v}_f{f}.npy" for v in (0, 1) for f in range(3))
+    entries = ev.dataset_entries("unpaired")
+    assert entries[0][1].endswith("unpaired/train.json") and entries[0][2].endswith("rgb/train/images")
+
+
+def test_scratch_preset_and_which_branch_each_variant_runs(tmp_path):
+    args = evidence.parse_args(["--preset", "scratch", "--output", str(tmp_path), "--seeds", "0"])
+    assert args.variants == ["rgb_scratch", "demo_random_init", "demo_scratch", "polar_scratch"] and args.section == "scratch"
+    assert args.datasets == ["stack", "unpaired"] and args.seeds == [0] and args.jobs == 2
+    assert evidence.reference_variant(args.variants) == "rgb_scratch"
+    ev = evidence.Evidence(args)
+    library = evidence.default_branch_opts()
+    assert "MODEL.POLAR.ZERO_INIT" in library and "MODEL.POLAR.LR_FACTOR" in library
+    polar = ev.run_opts("polar_scratch", "unpaired", "0")
+    assert all(x in polar for x in library)  # the library default, whatever the demo config says
+    demo = ev.run_opts("demo_scratch", "unpaired", "0")
+    assert not any(f"MODEL.POLAR.{key}" in demo for key in evidence.BRANCH_KEYS)  # the demo config's own branch
+    random_init = ev.run_opts("demo_random_init", "unpaired", "0")
+    assert random_init[random_init.index("MODEL.POLAR.ZERO_INIT") + 1] == "False"
+    assert demo[demo.index("MODEL.WEIGHTS") + 1] == "" and demo[demo.index("SOLVER.MAX_ITER") + 1] == "300"
+
+
+def test_parallel_jobs_from_the_command_line_then_reused_in_process(tmp_path):
+    report = tmp_path / "RESULTS.md"
+    report.write_text("# Results: does the stack help?\n\nthe main report\n")
+    argv = ["--preset", "scratch", "--output", str(tmp_path / "ev"), "--results", str(report), "--seeds", "0",
+            "--variants", "rgb_scratch", "demo_scratch", "--datasets", "unpaired", "--iters", "1", "--size", "48",
+            "--train-videos", "2", "--val-videos", "1", "--frames-per-video", "2", "--fpn-channels", "32",
+            "--fc-dim", "32"]
+    done = subprocess.run([sys.executable, os.path.join(TOOLS_DIR, "evidence.py"), *argv], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    trained = [line for line in done.stdout.splitlines() if line.startswith("[") and " AP50 " in line]
+    assert "2 at a time" in done.stdout and len(trained) == 2
+    text = report.read_text()
+    assert "the main report" in text and "# From scratch" in text  # its own section, the other one kept
+    assert "## Difference to rgb_scratch" in text and "--preset scratch" in text
+    assert evidence.main(argv + ["--jobs", "1"]) == 0  # the same runs: both reused
+    assert report.read_text().count("# From scratch") == 1
