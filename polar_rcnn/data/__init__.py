@@ -12,7 +12,7 @@ from .polar_layout import PolarLayout, check_stack_config, derived_channels, pol
 from .reader import SampleReader, read_image_file
 from .stack_io import STACK_EXTENSIONS, load_stack, read_stack, resize_stack
 from .train_loader import EmptyTrainingSetError, TrainLoader, build_train_loader
-from .validation import STACK_FILE_KEY, annotation_problems, validate_record
+from .record_validation import STACK_FILE_KEY, annotation_problems, validate_record
 
 __all__ = [
     "STACK_EXTENSIONS",

@@ -16,7 +16,7 @@ from detectron2.data.datasets import load_coco_json
 from detectron2.utils.file_io import PathManager
 
 from .errors import DatasetError
-from .validation import STACK_FILE_KEY, UNKNOWN_CATEGORY
+from .record_validation import STACK_FILE_KEY, UNKNOWN_CATEGORY
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def load_polar_coco_json(
     Problems of single records do not raise here, so that ``DATASETS.ON_BAD_SAMPLE: "skip"``
     can skip them: an image without ``stack_file`` gets no ``stack_file_name``, and an
     annotation whose category is not in ``categories`` gets ``category_id`` -1
-    (:data:`~polar_rcnn.data.validation.UNKNOWN_CATEGORY`, JSON id in ``coco_category_id``);
+    (:data:`~polar_rcnn.data.record_validation.UNKNOWN_CATEGORY`, JSON id in ``coco_category_id``);
     :func:`~polar_rcnn.data.validate_record` and the mapper report both.
 
     Raises:

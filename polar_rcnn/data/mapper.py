@@ -30,7 +30,7 @@ from .errors import AnnotationError, DataError, ImageError, StackError
 from .polar_layout import PolarLayout
 from .reader import SampleReader
 from .stack_io import resize_stack, stack_to_tensor
-from .validation import STACK_FILE_KEY, annotation_problems
+from .record_validation import STACK_FILE_KEY, annotation_problems
 
 logger = logging.getLogger(__name__)
 

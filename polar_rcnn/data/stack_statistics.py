@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from .errors import DataError
 from .reader import SampleReader
-from .validation import STACK_FILE_KEY
+from .record_validation import STACK_FILE_KEY
 
 
 class ChannelStats:

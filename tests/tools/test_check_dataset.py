@@ -1,4 +1,4 @@
-"""tools/check_dataset.py and polar_rcnn.data.checks on tiny synthetic data with planted problems."""
+"""tools/check_dataset.py and polar_rcnn.data.dataset_checks on tiny synthetic data with planted problems."""
 import json
 import os
 import subprocess
@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 from tool_test_utils import CHANNELS, TOOLS_DIR, load_tool
 
-from polar_rcnn.data.checks import PairItem, class_count_warning, pairing_problems
+from polar_rcnn.data.dataset_checks import PairItem, class_count_warning, pairing_problems
 from polar_rcnn.utils.cli import setup_cfg
 
 check_dataset = load_tool("check_dataset")

@@ -27,7 +27,7 @@ from .errors import AnnotationError, DataError, DatasetError, ImageError, StackE
 from ..architecture import num_classes, num_classes_key
 from .reader import SampleReader
 from .stack_io import check_stack
-from .validation import STACK_FILE_KEY, validate_record
+from .record_validation import STACK_FILE_KEY, validate_record
 
 logger = logging.getLogger(__name__)
 
