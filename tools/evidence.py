@@ -46,13 +46,13 @@ import concurrent.futures
 import contextlib
 import datetime
 import hashlib
-import importlib.util
 import json
 import logging
 import multiprocessing
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import time
 from collections import OrderedDict
@@ -205,13 +205,6 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def _load_script(path: str, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 class Evidence:
     """The plan and its state: paths, common opts, results of finished runs."""
 
@@ -259,7 +252,7 @@ class Evidence:
 
     def prepare_data(self) -> None:
         a = self.args
-        prepare = _load_script(os.path.join(REPO, "datasets", "prepare_polar_synth.py"), "_evidence_prepare")
+        prepare = [sys.executable, os.path.join(REPO, "datasets", "prepare_polar_synth.py")]
         lo, hi = max(6, round(a.size * 24 / 256)), max(8, round(a.size * 80 / 256))
         generated = [d for d in a.datasets if d not in UNPAIRED]
         generated += [UNPAIRED[d] for d in a.datasets if d in UNPAIRED and UNPAIRED[d] not in generated]
@@ -270,9 +263,11 @@ class Evidence:
                     str(self.val_videos), "--frames-per-video", str(a.frames_per_video), "--size", str(a.size),
                     "--signal", signal, "--seed", str(seed), "--object-size", str(lo), str(hi)]
             self.commands.append(" ".join(["python datasets/prepare_polar_synth.py"] + argv))
-            with contextlib.redirect_stdout(sys.stderr):
-                if prepare.main(argv) != 0:
-                    raise RuntimeError(f"datasets/prepare_polar_synth.py {' '.join(argv)} failed")
+            # the script as a user runs it; its printout goes to stderr (stdout is the report's)
+            run = subprocess.run(prepare + argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            sys.stderr.write(run.stdout)
+            if run.returncode != 0:
+                raise RuntimeError(f"datasets/prepare_polar_synth.py {' '.join(argv)} failed")
         for name in a.datasets:
             if name in UNPAIRED:
                 self.write_unpaired(name)
