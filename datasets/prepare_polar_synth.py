@@ -12,23 +12,18 @@ seed + VAL_SEED_OFFSET.
 """
 
 import argparse
-import json
 import logging
 import os
-from dataclasses import asdict, replace
-
-from tqdm import tqdm
+from dataclasses import replace
 
 from polar_rcnn.data.synthetic import (
-    GENERATOR_VERSION,
+    PARAMS_FILE,
     SIGNAL_MODES,
     STACK_DTYPES,
     VAL_SEED_OFFSET,
     SyntheticConfig,
-    generate_split,
+    prepare_synthetic_dataset,
 )
-
-PARAMS_FILE = "generator.json"
 
 
 def parse_args(argv=None):
@@ -68,53 +63,17 @@ def build_configs(args):
     return cfgs
 
 
-def _params(cfgs):
-    # JSON round trip so tuples compare equal to the lists read back from disk.
-    return json.loads(json.dumps({
-        "generator_version": GENERATOR_VERSION,
-        "splits": {name: asdict(cfg) for name, cfg in cfgs.items()},
-    }))
-
-
-def _up_to_date(output, params, cfgs):
-    path = os.path.join(output, PARAMS_FILE)
-    if not os.path.isfile(path):
-        return False
-    try:
-        with open(path) as fh:
-            if json.load(fh) != params:
-                return False
-    except (OSError, ValueError):
-        return False
-    return all(os.path.isfile(os.path.join(output, f"{s}.json"))
-               and os.path.isdir(os.path.join(output, s, "images"))
-               and os.path.isdir(os.path.join(output, s, "stacks")) for s in cfgs)
-
-
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    cfgs = build_configs(args)
-    params = _params(cfgs)
     output = args.output
-    if not args.force and _up_to_date(output, params, cfgs):
+    if not prepare_synthetic_dataset(output, build_configs(args), force=args.force):
         print(f"{output}: up to date with these parameters ({PARAMS_FILE}); skipping (use --force)")
         return 0
-
-    os.makedirs(output, exist_ok=True)
-    params_path = os.path.join(output, PARAMS_FILE)
-    if os.path.exists(params_path):
-        os.remove(params_path)  # invalid until every split is written
-    for split, cfg in cfgs.items():
-        total = cfg.num_videos * cfg.frames_per_video
-        with tqdm(total=total, desc=split, unit="frame") as bar:
-            json_path = generate_split(output, split, cfg, progress=False,
-                                       on_frame=lambda done, total: bar.update(1))
-        print(f"{split}: {total} frames -> {json_path}, "
-              f"{os.path.join(output, split, 'images')}, {os.path.join(output, split, 'stacks')}")
-    with open(params_path, "w") as fh:
-        json.dump(params, fh, indent=2, sort_keys=True)
-    print(f"parameters -> {params_path}")
+    for split in build_configs(args):
+        print(f"{split}: -> {os.path.join(output, split + '.json')}, {os.path.join(output, split, 'images')}, "
+              f"{os.path.join(output, split, 'stacks')}")
+    print(f"parameters -> {os.path.join(output, PARAMS_FILE)}")
     return 0
 
 

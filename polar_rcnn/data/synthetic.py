@@ -56,6 +56,9 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import cv2
 import numpy as np
+from tqdm import tqdm
+
+from ..utils.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +83,7 @@ __all__ = [
 ]
 
 GENERATOR_VERSION = 1
+PARAMS_FILE = "generator.json"  # the parameters of a prepared dataset folder
 VAL_SEED_OFFSET = 1000  # convention: val split uses cfg.seed + VAL_SEED_OFFSET
 POLARIZER_ANGLES_DEG = (0, 45, 90, 135)
 SIGNAL_MODES = ("stack", "rgb", "both", "none")
@@ -524,3 +528,43 @@ def generate_split(output_dir: str, split: str, cfg: SyntheticConfig, progress: 
     os.replace(tmp, json_path)
     logger.info("%s: wrote %d images, %d annotations to %s", split, len(images), len(annotations), json_path)
     return json_path
+
+
+def _params(cfgs: Dict[str, SyntheticConfig]) -> Dict:
+    # JSON round trip so tuples compare equal to the lists read back from disk
+    return json.loads(json.dumps({
+        "generator_version": GENERATOR_VERSION,
+        "splits": {name: asdict(cfg) for name, cfg in cfgs.items()},
+    }))
+
+
+def _up_to_date(output: str, params: Dict, splits) -> bool:
+    path = os.path.join(output, PARAMS_FILE)
+    try:
+        with open(path) as fh:
+            if json.load(fh) != params:
+                return False
+    except (OSError, ValueError):
+        return False
+    return all(os.path.isfile(os.path.join(output, f"{s}.json")) and os.path.isdir(os.path.join(output, s, "images"))
+               and os.path.isdir(os.path.join(output, s, "stacks")) for s in splits)
+
+
+def prepare_synthetic_dataset(output: str, cfgs: Dict[str, SyntheticConfig], *, force: bool = False,
+                              progress: bool = True) -> bool:
+    """Generate the splits ``cfgs`` (name -> config) under ``output`` unless ``output/generator.json``
+    says they were made with the same parameters (and their files exist); ``force`` regenerates.
+    The parameters file is removed first and written last (atomically), so an interrupted run is
+    never taken as up to date. Returns whether anything was generated."""
+    params = _params(cfgs)
+    if not force and _up_to_date(output, params, cfgs):
+        return False
+    os.makedirs(output, exist_ok=True)
+    params_path = os.path.join(output, PARAMS_FILE)
+    if os.path.exists(params_path):
+        os.remove(params_path)  # invalid until every split is written
+    for split, cfg in cfgs.items():
+        with tqdm(total=cfg.num_videos * cfg.frames_per_video, desc=split, unit="frame", disable=not progress) as bar:
+            generate_split(output, split, cfg, progress=False, on_frame=lambda done, total: bar.update(1))
+    atomic_write_text(params_path, json.dumps(params, indent=2, sort_keys=True))
+    return True

@@ -2,9 +2,10 @@
 
 import dataclasses
 import filecmp
-import importlib.util
 import json
 import os
+import subprocess
+import sys
 from collections import defaultdict
 
 import cv2
@@ -15,10 +16,12 @@ from pycocotools.coco import COCO
 from polar_rcnn.data.synthetic import (
     CATEGORIES,
     POLARIZER_ANGLES_DEG,
+    VAL_SEED_OFFSET,
     SyntheticConfig,
     decode_stack,
     generate_split,
     polarization_from_intensities,
+    prepare_synthetic_dataset,
     render_video,
 )
 
@@ -223,30 +226,30 @@ def test_videos_and_motion(split_dir):
     assert len(shifts) > 0 and (shifts > 0).mean() > 0.8 and shifts.mean() > 1.0
 
 
-def _load_cli():
-    path = os.path.join(REPO, "datasets", "prepare_polar_synth.py")
-    spec = importlib.util.spec_from_file_location("prepare_polar_synth", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_cli_skip_and_regenerate(tmp_path, capsys):
-    cli = _load_cli()
+def test_prepare_skips_and_regenerates(tmp_path):
     out = str(tmp_path / "ds")
-    argv = ["--output", out, "--train-videos", "1", "--val-videos", "1", "--frames-per-video", "2",
-            "--size", "64", "--num-bands", "2", "--object-size", "12", "24", "--seed", "3"]
-    assert cli.main(argv) == 0
+    base = SyntheticConfig(image_size=(64, 64), num_bands=2, frames_per_video=2, object_size=(12, 24))
+    cfgs = {"train": dataclasses.replace(base, num_videos=1, seed=3),
+            "val": dataclasses.replace(base, num_videos=1, seed=3 + VAL_SEED_OFFSET)}
+    assert prepare_synthetic_dataset(out, cfgs, progress=False)
     params = json.load(open(os.path.join(out, "generator.json")))
     assert params["splits"]["val"]["seed"] != params["splits"]["train"]["seed"]
     assert len(json.load(open(os.path.join(out, "val.json")))["images"]) == 2
-    capsys.readouterr()
-    assert cli.main(argv) == 0
-    assert "skipping" in capsys.readouterr().out
-    assert cli.main(argv + ["--force"]) == 0
-    assert "skipping" not in capsys.readouterr().out
-    assert cli.main(argv[:-1] + ["4"]) == 0  # different seed -> regenerated
+    assert not prepare_synthetic_dataset(out, cfgs, progress=False)  # up to date
+    assert prepare_synthetic_dataset(out, cfgs, force=True, progress=False)
+    other = {**cfgs, "train": dataclasses.replace(cfgs["train"], seed=4)}
+    assert prepare_synthetic_dataset(out, other, progress=False)  # other parameters: regenerated
     assert json.load(open(os.path.join(out, "generator.json")))["splits"]["train"]["seed"] == 4
+
+
+def test_cli_runs_and_skips_when_up_to_date(tmp_path):
+    cmd = [sys.executable, os.path.join(REPO, "datasets", "prepare_polar_synth.py"), "--output", str(tmp_path / "ds"),
+           "--train-videos", "1", "--val-videos", "0", "--frames-per-video", "1", "--size", "48", "--num-bands", "1",
+           "--object-size", "12", "20"]
+    first = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    assert "train: ->" in first.stdout
+    again = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    assert "skipping" in again.stdout
 
 
 def test_config_validation():
