@@ -1,4 +1,5 @@
 """Backbones that run the image through ResNet+FPN and fuse a polar branch into every level."""
+import contextlib
 from typing import Dict, Optional
 
 import torch
@@ -148,12 +149,30 @@ def fpn_kwargs(cfg, bottom_up: ResNet, top_block: str) -> dict:
     }
 
 
+#: added to torch's initial seed for the generator that initialises the stack-reading modules
+BRANCH_SEED_OFFSET = 1_000_003
+
+
+@contextlib.contextmanager
+def branch_rng():
+    """Initialise the modules built inside from a CPU generator of their own (torch's initial seed +
+    :data:`BRANCH_SEED_OFFSET`) and leave the global one as it was: every other module of a polar
+    model then gets the same initial weights as the vanilla model with the same ``SEED``, so that a
+    zero-initialised polar detector starts as exactly that RGB-only detector."""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed((torch.initial_seed() + BRANCH_SEED_OFFSET) % (2 ** 63))
+        yield
+
+
 def _build_polar_fpn(cfg, top_block: str) -> PolarFPN:
     levels = Injection.from_config(cfg).fused_levels
     out_channels = cfg.MODEL.FPN.OUT_CHANNELS
+    with branch_rng():
+        branch = PolarBranch(cfg, level_names=levels, out_channels=out_channels)
+        fusions = {k: build_polar_fusion(cfg, channels=out_channels) for k in levels}
     return PolarFPN(
-        polar_branch=PolarBranch(cfg, level_names=levels, out_channels=out_channels),
-        fusions={k: build_polar_fusion(cfg, channels=out_channels) for k in levels},
+        polar_branch=branch,
+        fusions=fusions,
         image_channels=len(cfg.MODEL.PIXEL_MEAN),
         **fpn_kwargs(cfg, build_image_resnet(cfg), top_block),
     )
