@@ -11,7 +11,7 @@ from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 
-from common import CONFIG_DIR, REPO_ROOT
+from tests.common import CONFIG_DIR, REPO_ROOT
 from polar_rcnn import add_polar_config
 from detectron2.modeling import GeneralizedRCNN
 from polar_rcnn.modeling import PolarBranch, PolarFPN, PolarRCNN, PolarRetinaNet

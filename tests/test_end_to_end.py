@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from common import REPO_ROOT, get_polar_cfg
+from tests.common import REPO_ROOT, get_polar_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from polar_rcnn.data import register_polar_coco_instances

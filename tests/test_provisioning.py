@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from common import REPO_ROOT
+from tests.common import REPO_ROOT
 
 VENV_PYTHON = os.path.join(REPO_ROOT, ".venv", "bin", "python")
 

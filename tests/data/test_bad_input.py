@@ -10,7 +10,7 @@ import pytest
 
 from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_train_loader
 
-from common import get_polar_cfg
+from tests.common import get_polar_cfg
 from polar_rcnn.data import (
     STACK_FILE_KEY,
     AnnotationError,

@@ -7,7 +7,7 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import BoxMode
 
-from common import get_polar_cfg
+from tests.common import get_polar_cfg
 from polar_rcnn.data import STACK_FILE_KEY, PolarDatasetMapper, StackError, stack_values
 
 H, W = 48, 64

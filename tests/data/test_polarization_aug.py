@@ -8,7 +8,7 @@ from fvcore.transforms.transform import TransformList
 from detectron2.data import transforms as T
 from detectron2.structures import BoxMode
 
-from common import get_polar_cfg
+from tests.common import get_polar_cfg
 from polar_rcnn.data import (
     STACK_FILE_KEY,
     PolarDatasetMapper,

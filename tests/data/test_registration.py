@@ -1,5 +1,4 @@
 """Datasets registered from the config (yaml or train_net.py command line), without Python."""
-import importlib.util
 import os
 
 import pytest
@@ -7,7 +6,7 @@ import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import default_argument_parser
 
-from common import DEMO_CONFIG, REPO_ROOT, get_polar_cfg
+from tests.common import DEMO_CONFIG, get_polar_cfg
 from polar_rcnn.data import STACK_FILE_KEY, register_datasets_from_config
 from polar_rcnn.data.synthetic import SyntheticConfig, generate_split
 
@@ -69,9 +68,8 @@ def test_builtin_names_are_registered():
 
 def test_train_net_setup_registers_from_the_command_line(split, tmp_path, monkeypatch):
     _forget("_reg_cli")
-    spec = importlib.util.spec_from_file_location("train_net_under_test", os.path.join(REPO_ROOT, "train_net.py"))
-    train_net = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_net)
+    import train_net  # the repository root is on sys.path (tests is a package under it)
+
     monkeypatch.setattr(train_net, "default_setup", lambda cfg, args: None)  # no global logging/seeding here
     entry = "[" + ", ".join(repr(v) for v in ["_reg_cli"] + split) + "]"
     args = default_argument_parser().parse_args([

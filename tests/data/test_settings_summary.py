@@ -1,7 +1,7 @@
 """stack_settings_summary: the one line of stack settings, for each setting that changes it."""
 import pytest
 
-from common import get_polar_cfg
+from tests.common import get_polar_cfg
 from polar_rcnn.data.settings_summary import stack_settings_summary
 
 

@@ -8,7 +8,7 @@ import torch
 from detectron2.config import get_cfg
 from detectron2.modeling import GeneralizedRCNN
 
-from common import CONFIG_DIR
+from tests.common import CONFIG_DIR
 from polar_rcnn import add_polar_config
 from polar_rcnn.engine import PolarTrainer
 from polar_rcnn.modeling import PolarRCNN

@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from common import REPO_ROOT, get_polar_cfg
+from tests.common import REPO_ROOT, get_polar_cfg
 from detectron2.modeling import build_model
 
 from polar_rcnn.engine import PolarCheckpointer, load_for_inference

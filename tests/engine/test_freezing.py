@@ -11,7 +11,7 @@ from detectron2.engine import SimpleTrainer
 from detectron2.layers import FrozenBatchNorm2d
 from detectron2.utils.events import EventStorage
 
-from common import get_polar_cfg, random_inputs
+from tests.common import get_polar_cfg, random_inputs
 from polar_rcnn.engine import PolarTrainer
 from polar_rcnn.engine.freezing import is_kept_in_eval, part_of
 from polar_rcnn.modeling import fusion_names

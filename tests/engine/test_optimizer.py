@@ -6,7 +6,7 @@ import torch
 from detectron2.modeling import build_model
 from detectron2.solver import build_optimizer
 
-from common import get_polar_cfg
+from tests.common import get_polar_cfg
 from polar_rcnn.engine import PolarTrainer
 from polar_rcnn.engine.freezing import freeze_from_config
 from polar_rcnn.engine.optimizer import branch_parameters, build_polar_optimizer

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from common import get_polar_cfg
+from tests.common import get_polar_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import HookBase
 

@@ -10,7 +10,7 @@ from torch import nn
 from detectron2.engine import HookBase, SimpleTrainer, hooks, launch
 from detectron2.utils import comm
 
-from common import get_polar_cfg, random_inputs
+from tests.common import get_polar_cfg, random_inputs
 from polar_rcnn.engine import PolarCheckpointer, PolarTrainer, UnfreezeHook, freeze_parameters, select_parameters
 from polar_rcnn.engine.freezing import is_kept_in_eval
 

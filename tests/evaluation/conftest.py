@@ -1,18 +1,13 @@
-"""Fixtures of the evaluation tests: a tiny registered synthetic dataset; ``eval_test_utils`` importable."""
+"""Fixtures of the evaluation tests: a tiny registered synthetic dataset."""
 import os
-import sys
 
 import pytest
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
+from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
-from eval_test_utils import NUM_BANDS  # noqa: E402
-
-from polar_rcnn.data import register_polar_coco_instances  # noqa: E402
-from polar_rcnn.data.synthetic import SyntheticConfig, generate_split  # noqa: E402
+from polar_rcnn.data import register_polar_coco_instances
+from polar_rcnn.data.synthetic import SyntheticConfig, generate_split
+from tests.evaluation.eval_test_utils import NUM_BANDS
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
 """Helpers of the evaluation tests: a tiny training config over the ``tiny_data`` fixture."""
-from common import get_polar_cfg
+from tests.common import get_polar_cfg
 
 NUM_BANDS = 1  # 4-channel stacks
 

@@ -4,7 +4,7 @@ import json
 import os
 
 import torch
-from eval_test_utils import tiny_train_cfg
+from tests.evaluation.eval_test_utils import tiny_train_cfg
 
 from polar_rcnn.engine.runs import train_and_evaluate
 

@@ -1,15 +1,7 @@
-"""Model tests: ``polar_test_utils`` importable (also under ``--import-mode=importlib``), and a single
-intra-op thread — the models are tiny, and two threads competing with other test processes on a
-small machine made these tests several times slower."""
-import os
-import sys
-
+"""Model tests run on a single intra-op thread: the models are tiny, and two threads competing with
+other test processes on a small machine made these tests several times slower."""
 import pytest
 import torch
-
-_HERE = os.path.dirname(os.path.abspath(__file__))
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
 
 
 @pytest.fixture(autouse=True, scope="module")

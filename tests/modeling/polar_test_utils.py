@@ -5,7 +5,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import BitMasks
 from detectron2.utils.events import EventStorage
 
-from common import get_polar_cfg
+from tests.common import get_polar_cfg
 
 VANILLA = {"MODEL__META_ARCHITECTURE": "GeneralizedRCNN", "MODEL__BACKBONE__NAME": "build_resnet_fpn_backbone"}
 

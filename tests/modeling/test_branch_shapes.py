@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from common import TEST_STACK_CHANNELS, random_inputs
+from tests.common import TEST_STACK_CHANNELS, random_inputs
 from polar_rcnn.modeling import PolarBranch, fused_name
-from polar_test_utils import build, nonzero_grad, train_losses
+from tests.modeling.polar_test_utils import build, nonzero_grad, train_losses
 
 LEVELS = ("p2", "p3", "p4", "p5", "p6")
 SIZES = [(97, 131), (161, 75)]

@@ -6,9 +6,9 @@ import torch
 
 from detectron2.checkpoint import DetectionCheckpointer
 
-from common import DEMO_CONFIG, TEST_STACK_CHANNELS, get_polar_cfg, random_inputs, without
+from tests.common import DEMO_CONFIG, TEST_STACK_CHANNELS, get_polar_cfg, random_inputs, without
 from polar_rcnn.modeling import EarlyFusionFPN, EarlyFusionStem, PolarRCNN
-from polar_test_utils import VANILLA, build, detections_differ, max_detection_diff, nonzero_grad, predict, train_losses
+from tests.modeling.polar_test_utils import VANILLA, build, detections_differ, max_detection_diff, nonzero_grad, predict, train_losses
 
 EARLY = {"MODEL__BACKBONE__NAME": "build_early_fusion_resnet_fpn_backbone"}
 CONFIG = os.path.join(os.path.dirname(DEMO_CONFIG), "faster_rcnn_R_18_FPN_demo_early_fusion_polar_synth.yaml")

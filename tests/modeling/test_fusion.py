@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from common import get_polar_cfg, random_inputs, without
+from tests.common import get_polar_cfg, random_inputs, without
 from polar_rcnn.modeling import build_polar_fusion, fusion_names
 from polar_rcnn.modeling.fusion import ChannelAttentionFusion, ConcatFusion, SpatialGateFusion
-from polar_test_utils import VANILLA, build, max_detection_diff, nonzero_grad, predict, train_losses
+from tests.modeling.polar_test_utils import VANILLA, build, max_detection_diff, nonzero_grad, predict, train_losses
 
 FUSIONS = ("add", "concat", "gate", "channel_attention")
 LEVELS = ("p2", "p3", "p4", "p5", "p6")

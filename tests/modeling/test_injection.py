@@ -1,7 +1,7 @@
 """MODEL.POLAR.INJECT in one place: the levels the backbone fuses and the features each consumer reads."""
 import pytest
 
-from common import get_polar_cfg
+from tests.common import get_polar_cfg
 
 from polar_rcnn.architecture import is_dense_detector, num_classes, num_classes_key
 from polar_rcnn.modeling import Injection

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from common import TEST_STACK_CHANNELS, random_inputs
-from polar_test_utils import build, train_losses
+from tests.common import TEST_STACK_CHANNELS, random_inputs
+from tests.modeling.polar_test_utils import build, train_losses
 
 RATE = 0.25
 NUM = 400

@@ -6,9 +6,9 @@ import torch
 
 from detectron2.modeling import build_backbone
 
-from common import CONFIG_DIR, TEST_STACK_CHANNELS, get_polar_cfg, random_inputs, without
+from tests.common import CONFIG_DIR, TEST_STACK_CHANNELS, get_polar_cfg, random_inputs, without
 from polar_rcnn.modeling import PolarFPN, PolarRetinaNet, fused_name
-from polar_test_utils import VANILLA, add_box_masks, build, max_detection_diff, nonzero_grad, predict, train_losses
+from tests.modeling.polar_test_utils import VANILLA, add_box_masks, build, max_detection_diff, nonzero_grad, predict, train_losses
 
 RETINA = {"MODEL__META_ARCHITECTURE": "PolarRetinaNet",
           "MODEL__BACKBONE__NAME": "build_polar_retinanet_resnet_fpn_backbone",

@@ -8,7 +8,7 @@ from torch import nn
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
-from common import TEST_STACK_CHANNELS, get_polar_cfg, random_inputs, without
+from tests.common import TEST_STACK_CHANNELS, get_polar_cfg, random_inputs, without
 from polar_rcnn.modeling import PolarBranch, fused_name
 
 INJECTS = ("rpn", "roi", "both")

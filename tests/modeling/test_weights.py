@@ -10,7 +10,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from detectron2.utils.file_io import PathManager
 
-from common import get_polar_cfg, random_inputs
+from tests.common import get_polar_cfg, random_inputs
 from polar_rcnn.engine import PolarCheckpointer, PolarTrainer
 
 LOGGER = "polar_rcnn.engine.checkpoint"

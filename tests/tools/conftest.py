@@ -1,8 +1,6 @@
-"""Fixtures of the dataset-tool tests (tiny synthetic datasets, registration); ``tool_test_utils``
-importable (also under ``--import-mode=importlib``)."""
+"""Fixtures of the dataset-tool tests (tiny synthetic datasets, registration)."""
 import os
 import shutil
-import sys
 import uuid
 
 import pytest
@@ -11,11 +9,6 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from polar_rcnn.data import register_polar_coco_instances
 from polar_rcnn.data.synthetic import SyntheticConfig, generate_split
-
-_HERE = os.path.dirname(os.path.abspath(__file__))
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
-
 
 @pytest.fixture(scope="session")
 def tiny_split(tmp_path_factory):

@@ -2,7 +2,7 @@
 import json
 import os
 
-from tool_test_utils import CHANNELS, TOOLS_DIR
+from tests.tools.tool_test_utils import CHANNELS, TOOLS_DIR
 
 REPO_ROOT = os.path.dirname(TOOLS_DIR)
 DEMO_CONFIG = os.path.join(REPO_ROOT, "configs", "faster_rcnn_R_18_FPN_demo_polar_synth.yaml")

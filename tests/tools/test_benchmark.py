@@ -5,11 +5,10 @@ import json
 
 import pytest
 import torch
-from tool_test_utils import load_tool
 
 from polar_rcnn import analysis as B
+from tools import benchmark
 
-benchmark = load_tool("benchmark")
 
 # a narrow R18 version of the R50 config, so a train step takes a fraction of a second
 TINY = ["--depth", "18", "--sizes", "64x96", "--channels", "6", "--warmup", "1", "--iters", "1", "--threads", "1",

@@ -6,12 +6,12 @@ import sys
 
 import cv2
 import numpy as np
-from tool_test_utils import CHANNELS, TOOLS_DIR, load_tool
+from tests.tools.tool_test_utils import CHANNELS, TOOLS_DIR
 
 from polar_rcnn.data.dataset_checks import PairItem, class_count_warning, pairing_problems
 from polar_rcnn.utils.cli import setup_cfg
+from tools import check_dataset
 
-check_dataset = load_tool("check_dataset")
 OPTS = ["MODEL.POLAR.IN_CHANNELS", str(CHANNELS), "MODEL.ROI_HEADS.NUM_CLASSES", "3"]  # the tiny split's 3 categories
 
 

@@ -5,11 +5,11 @@ import os
 import subprocess
 import sys
 
-from tool_test_utils import TOOLS_DIR, load_tool
+from tests.tools.tool_test_utils import TOOLS_DIR
 
 from polar_rcnn.evaluation.report import format_mean_std, paired_differences, verdict
+from tools import evidence
 
-evidence = load_tool("evidence")
 
 
 def test_miniature_evidence_writes_the_report_and_resumes(tmp_path, capsys, monkeypatch):

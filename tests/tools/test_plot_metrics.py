@@ -2,12 +2,11 @@
 import json
 
 import cv2
-from tool_test_utils import load_tool
 
 from polar_rcnn.utils.plots import (DPI, PANEL_SIZE, SPARSE_POINTS, draw_runs, eval_keys, loss_keys, read_metrics,
                                     resumes, series)
+from tools import plot_metrics
 
-plot_metrics = load_tool("plot_metrics")
 LOSSES = ("total_loss", "loss_cls", "loss_box_reg", "loss_rpn_cls", "loss_rpn_loc")
 
 

@@ -5,15 +5,14 @@ import os
 
 import cv2
 import pytest
-from eval_tool_utils import DEMO_CONFIG, tiny_opts
+from tests.tools.eval_tool_utils import DEMO_CONFIG, tiny_opts
 from pycocotools.coco import COCO
-from tool_test_utils import load_tool
 
 from polar_rcnn.evaluation import PictureMaker, check_stack_source, load_inputs, records_from_files
 from polar_rcnn.utils.cli import setup_cfg
 from polar_rcnn.utils.visualization import GAP
+from tools import predict
 
-predict = load_tool("predict")
 CATEGORY_OFFSET, IMAGE_OFFSET = 10, 100  # dataset ids that are not the contiguous 0..K-1 / 1..N
 
 

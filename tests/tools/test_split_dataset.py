@@ -4,12 +4,11 @@ import os
 from collections import Counter
 
 import pytest
-from tool_test_utils import load_tool
 
 from polar_rcnn.data.splits import assign_groups, group_frames
 from polar_rcnn.data.synthetic import SyntheticConfig, generate_split
+from tools import split_dataset
 
-split_dataset = load_tool("split_dataset")
 
 
 @pytest.fixture(scope="module")

@@ -6,15 +6,15 @@ import shutil
 
 import numpy as np
 import pytest
-from tool_test_utils import CHANNELS, load_tool
+from tests.tools.tool_test_utils import CHANNELS
 
 from detectron2.config import get_cfg
 
 from polar_rcnn import add_polar_config
 from polar_rcnn.data.stack_statistics import ChannelStats
 from polar_rcnn.data.synthetic import SyntheticConfig, generate_split
+from tools import stack_stats
 
-stack_stats = load_tool("stack_stats")
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,9 @@ import os
 
 import optuna
 import pytest
-from eval_tool_utils import DEMO_CONFIG, tiny_opts
-from tool_test_utils import load_tool
+from tests.tools.eval_tool_utils import DEMO_CONFIG, tiny_opts
+from tools import tune
 
-tune = load_tool("tune")
 
 
 def test_study_runs_and_resumes_from_sqlite(tiny_split, tmp_path, capsys):

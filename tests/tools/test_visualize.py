@@ -3,12 +3,11 @@ import os
 import shutil
 
 import cv2
-from eval_tool_utils import DEMO_CONFIG, tiny_opts
-from tool_test_utils import load_tool
+from tests.tools.eval_tool_utils import DEMO_CONFIG, tiny_opts
 
 from polar_rcnn.utils.visualization import GAP
+from tools import visualize
 
-visualize = load_tool("visualize")
 H, W = 48, 64  # the tiny split's images
 
 

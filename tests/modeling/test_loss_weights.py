@@ -4,7 +4,7 @@ import functools
 import pytest
 import torch
 
-from common import get_polar_cfg, random_inputs, without
+from tests.common import get_polar_cfg, random_inputs, without
 from detectron2.utils.events import EventStorage
 
 from polar_rcnn.engine import PolarTrainer

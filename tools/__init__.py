@@ -1,0 +1,1 @@
+"""Command-line tools: scripts run as ``python tools/<name>.py``; importable as ``tools.<name>`` (tests)."""
