@@ -49,7 +49,7 @@ from detectron2.utils.events import EventStorage
 
 from polar_rcnn import analysis as B
 from polar_rcnn.architecture import num_classes
-from polar_rcnn.utils.cli import HelpFormatter
+from polar_rcnn.engine.cli import HelpFormatter
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(REPO, "configs", "faster_rcnn_R_50_FPN_1x_polar_synth.yaml")

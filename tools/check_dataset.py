@@ -36,7 +36,7 @@ from tqdm import tqdm
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from polar_rcnn.architecture import num_classes as model_num_classes
-from polar_rcnn.utils.cli import HelpFormatter, setup_tool
+from polar_rcnn.engine.cli import HelpFormatter, setup_tool
 from polar_rcnn.data import STACK_FILE_KEY, DataError
 from polar_rcnn.data.dataset_checks import (
     PROBLEM_KINDS,

@@ -72,7 +72,7 @@ from polar_rcnn.engine.runs import train_and_evaluate
 from polar_rcnn.evaluation.report import METRICS, format_mean_std, markdown_table, paired_differences, \
     results_table, verdict
 from polar_rcnn.utils.atomic import atomic_write_text
-from polar_rcnn.utils.cli import HelpFormatter, setup_cfg
+from polar_rcnn.engine.cli import HelpFormatter, setup_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "configs")

@@ -18,7 +18,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from polar_rcnn.utils.cli import HelpFormatter
+from polar_rcnn.engine.cli import HelpFormatter
 from polar_rcnn.utils.plots import plot_training, read_metrics, resumes
 
 

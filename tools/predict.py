@@ -36,8 +36,8 @@ from polar_rcnn.data import STACK_FILE_KEY, DataError
 from polar_rcnn.evaluation import (PictureMaker, check_stack_source, coco_results, dataset_id_map, load_inputs,
                                    records_from_files, without_stacks)
 from polar_rcnn.evaluation.pictures import GRID_FILE, picture_name, write_png
-from polar_rcnn.utils import visualization as vis
-from polar_rcnn.utils.cli import HelpFormatter, setup_tool
+from polar_rcnn.evaluation import visualization as vis
+from polar_rcnn.engine.cli import HelpFormatter, setup_tool
 
 logger = logging.getLogger("polar_rcnn.tools.predict")
 RESULTS_FILE = "coco_results.json"

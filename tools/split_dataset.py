@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from detectron2.utils.logger import setup_logger
 
-from polar_rcnn.utils.cli import HelpFormatter
+from polar_rcnn.engine.cli import HelpFormatter
 from polar_rcnn.data import DataError
 from polar_rcnn.data.splits import (
     GROUP_MODES,

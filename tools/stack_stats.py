@@ -33,7 +33,7 @@ import yaml
 
 from detectron2.data import DatasetCatalog
 
-from polar_rcnn.utils.cli import HelpFormatter, setup_tool
+from polar_rcnn.engine.cli import HelpFormatter, setup_tool
 from polar_rcnn.data import DataError
 from polar_rcnn.data.stack_statistics import compute_stack_stats
 from polar_rcnn.data.polar_layout import check_stack_config

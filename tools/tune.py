@@ -50,7 +50,7 @@ from detectron2.utils.logger import setup_logger
 
 from polar_rcnn.architecture import is_dense_detector
 from polar_rcnn.engine.runs import train_and_evaluate
-from polar_rcnn.utils.cli import HelpFormatter, setup_cfg
+from polar_rcnn.engine.cli import HelpFormatter, setup_cfg
 
 logger = logging.getLogger("polar_rcnn.tools.tune")
 SPACES = ("lr", "loss_weights", "nms", "modality_dropout")

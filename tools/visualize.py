@@ -27,7 +27,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from polar_rcnn.data import DataError
 from polar_rcnn.evaluation import check_stack_source, records_from_files, without_stacks, write_pictures
-from polar_rcnn.utils.cli import HelpFormatter, setup_tool
+from polar_rcnn.engine.cli import HelpFormatter, setup_tool
 
 logger = logging.getLogger("polar_rcnn.tools.visualize")
 

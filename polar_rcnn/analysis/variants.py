@@ -12,7 +12,7 @@ from detectron2.modeling import build_model
 from detectron2.utils.analysis import FlopCountAnalysis
 
 from ..engine.freezing import freeze_from_config
-from ..utils.cli import setup_cfg
+from ..engine.cli import setup_cfg
 
 
 # ------------------------------------------------------------------------------------- variants

@@ -17,7 +17,7 @@ from detectron2.modeling.postprocessing import detector_postprocess
 
 from ..data.polar_layout import polar_layout_from_config
 from ..engine.predictor import PolarPredictor
-from ..utils import visualization as vis
+from . import visualization as vis
 from .inputs import load_inputs
 
 logger = logging.getLogger(__name__)

@@ -1,1 +1,1 @@
-"""Utilities: drawing detections next to views of the stack."""
+"""Utilities that know nothing of the rest of the package: atomic file writes, metrics.json curves."""

@@ -7,8 +7,8 @@ from detectron2.structures import Boxes, Instances
 
 from polar_rcnn.data.polar_layout import PolarLayout
 from polar_rcnn.data.synthetic import malus_stack
-from polar_rcnn.utils import visualization as vis
-from polar_rcnn.utils.visualization import GAP
+from polar_rcnn.evaluation import visualization as vis
+from polar_rcnn.evaluation.visualization import GAP
 
 H, W = 24, 32
 

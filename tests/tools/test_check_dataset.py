@@ -9,7 +9,7 @@ import numpy as np
 from tests.tools.tool_test_utils import CHANNELS, TOOLS_DIR
 
 from polar_rcnn.data.dataset_checks import PairItem, class_count_warning, pairing_problems
-from polar_rcnn.utils.cli import setup_cfg
+from polar_rcnn.engine.cli import setup_cfg
 from tools import check_dataset
 
 OPTS = ["MODEL.POLAR.IN_CHANNELS", str(CHANNELS), "MODEL.ROI_HEADS.NUM_CLASSES", "3"]  # the tiny split's 3 categories

@@ -9,8 +9,8 @@ from tests.tools.eval_tool_utils import DEMO_CONFIG, tiny_opts
 from pycocotools.coco import COCO
 
 from polar_rcnn.evaluation import PictureMaker, check_stack_source, load_inputs, records_from_files
-from polar_rcnn.utils.cli import setup_cfg
-from polar_rcnn.utils.visualization import GAP
+from polar_rcnn.engine.cli import setup_cfg
+from polar_rcnn.evaluation.visualization import GAP
 from tools import predict
 
 CATEGORY_OFFSET, IMAGE_OFFSET = 10, 100  # dataset ids that are not the contiguous 0..K-1 / 1..N

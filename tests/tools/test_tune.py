@@ -73,7 +73,7 @@ def test_metric_value():
 
 
 def test_schedule_scaled_to_the_trial_length():
-    from polar_rcnn.utils.cli import setup_cfg
+    from polar_rcnn.engine.cli import setup_cfg
 
     cfg = setup_cfg(DEMO_CONFIG, ["MODEL.FREEZE.UNFREEZE_ITER", "100"], freeze=False)
     assert (cfg.SOLVER.MAX_ITER, cfg.SOLVER.WARMUP_ITERS, tuple(cfg.SOLVER.STEPS)) == (200, 40, (150, 185))

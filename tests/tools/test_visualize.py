@@ -5,7 +5,7 @@ import shutil
 import cv2
 from tests.tools.eval_tool_utils import DEMO_CONFIG, tiny_opts
 
-from polar_rcnn.utils.visualization import GAP
+from polar_rcnn.evaluation.visualization import GAP
 from tools import visualize
 
 H, W = 48, 64  # the tiny split's images
