@@ -7,11 +7,11 @@ from .data_loading import (build_mappers, mapper_config, mapper_throughput, meas
 from .memory import PeakMemory, child_pids, peak_rss_mb, process_memory_mb, run_in_fresh_process
 from .models import (ModelRunner, add_ratios, measure_models, model_inputs, op_delta_rows, op_times,
                      parse_size, peak_memory_in_fresh_process, profile_train_steps, random_batch)
-from .variants import (POLAR_VARIANTS, VANILLA, VARIANTS, Variant, base_config, build_variant_model, count_flops,
+from .variants import (POLAR_VARIANTS, VANILLA, VARIANTS, ModelVariant, base_config, build_variant_model, count_flops,
                        get_variants, is_polar, num_parameters, variant_config)
 
 __all__ = [
-    "POLAR_VARIANTS", "VANILLA", "VARIANTS", "ModelRunner", "PeakMemory", "Variant", "add_ratios", "base_config",
+    "POLAR_VARIANTS", "VANILLA", "VARIANTS", "ModelRunner", "PeakMemory", "ModelVariant", "add_ratios", "base_config",
     "build_mappers", "build_variant_model", "child_pids", "count_flops", "get_variants", "is_polar", "mapper_config",
     "mapper_throughput", "measure_loader_training", "measure_mappers", "measure_models", "model_inputs",
 "num_parameters", "op_delta_rows", "op_times", "parse_size", "peak_memory_in_fresh_process",

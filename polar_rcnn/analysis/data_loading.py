@@ -21,7 +21,7 @@ from detectron2.utils.events import EventStorage
 from ..data import PolarDatasetMapper
 from .memory import child_pids, process_memory_mb
 from .models import ModelRunner, add_ratios
-from .variants import VANILLA, Variant, base_config, build_variant_model, variant_config
+from .variants import VANILLA, ModelVariant, base_config, build_variant_model, variant_config
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def measure_mappers(base: CfgNode, size: Tuple[int, int], records: Mapping[str, 
     add_ratios(rows, ("ms_per_sample",), key="mapper", base="rgb", group=("size", "resize", "workers"))
     return rows
 
-def measure_loader_training(base: CfgNode, variants: Sequence[Variant], *, warmup: int = 2, iters: int = 10,
+def measure_loader_training(base: CfgNode, variants: Sequence[ModelVariant], *, warmup: int = 2, iters: int = 10,
                             lr: float = 0.0, seed: int = 0, progress: Callable[[str], None] = logger.info
                             ) -> List[Dict[str, Any]]:
     """Train iterations fed by the config's own train loader (``DATASETS.TRAIN`` through

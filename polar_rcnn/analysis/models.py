@@ -16,7 +16,7 @@ from detectron2.utils.events import EventStorage
 
 from ..architecture import num_classes
 from .memory import PeakMemory, _status_kb, peak_rss_mb, run_in_fresh_process
-from .variants import VANILLA, Variant, build_variant_model, count_flops, base_config, is_polar, num_parameters, variant_config
+from .variants import VANILLA, ModelVariant, build_variant_model, count_flops, base_config, is_polar, num_parameters, variant_config
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def peak_memory_in_fresh_process(config_file: str, opts: Sequence[str], override
     return {"rss_built_mb": built, "peak_infer_mb": infer_peak, "peak_train_mb": peak_rss_mb()}
 
 # ------------------------------------------------------------------------------------- models
-def measure_models(base: CfgNode, variants: Sequence[Variant], size: Tuple[int, int], batch_size: int, *,
+def measure_models(base: CfgNode, variants: Sequence[ModelVariant], size: Tuple[int, int], batch_size: int, *,
                    warmup: int = 1, iters: int = 3, lr: float = 0.0, flops: bool = True,
                    memory: str = "inprocess", config_file: str = "", opts: Sequence[str] = (),
                    depth: Optional[int] = None, channels: Optional[int] = None, threads: int = 1,

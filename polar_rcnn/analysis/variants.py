@@ -17,7 +17,7 @@ from ..engine.cli import setup_cfg
 
 # ------------------------------------------------------------------------------------- variants
 @dataclass(frozen=True)
-class Variant:
+class ModelVariant:
     """A model to measure: config overrides (dotted keys) on top of the benchmark's config."""
 
     name: str
@@ -29,32 +29,32 @@ VANILLA = "vanilla"
 _LIGHTEST = {"MODEL.POLAR.NUM_STAGES": 1, "MODEL.POLAR.PRE_KERNEL_SIZE": 1, "MODEL.POLAR.INPUT_STRIDE": 4}
 _NOTEBOOK = {"MODEL.POLAR.HIDDEN_CHANNELS": 96, "MODEL.POLAR.PRE_KERNEL_SIZE": 3, "MODEL.POLAR.POST_KERNEL_SIZE": 3,
              "MODEL.POLAR.INPUT_STRIDE": 1}
-VARIANTS: "OrderedDict[str, Variant]" = OrderedDict(
+VARIANTS: "OrderedDict[str, ModelVariant]" = OrderedDict(
     (v.name, v)
     for v in (
-        Variant(VANILLA, "vanilla Detectron2 (GeneralizedRCNN + build_resnet_fpn_backbone)",
+        ModelVariant(VANILLA, "vanilla Detectron2 (GeneralizedRCNN + build_resnet_fpn_backbone)",
                 {"MODEL.META_ARCHITECTURE": "GeneralizedRCNN", "MODEL.BACKBONE.NAME": "build_resnet_fpn_backbone",
                  "INPUT.STACK.ENABLED": False}),
-        Variant("default", "default"),  # the config's MODEL.POLAR: 2 stages, hidden 32, 1x1 then 3x3, INPUT_STRIDE 4
-        Variant("inject_both", "default, INJECT both", {"MODEL.POLAR.INJECT": "both"}),
-        Variant("concat", "default, FUSION concat", {"MODEL.POLAR.FUSION": "concat"}),
-        Variant("gate", "default, FUSION gate", {"MODEL.POLAR.FUSION": "gate"}),
-        Variant("channel_attention", "default, FUSION channel_attention",
+        ModelVariant("default", "default"),  # the config's MODEL.POLAR: 2 stages, hidden 32, 1x1 then 3x3, INPUT_STRIDE 4
+        ModelVariant("inject_both", "default, INJECT both", {"MODEL.POLAR.INJECT": "both"}),
+        ModelVariant("concat", "default, FUSION concat", {"MODEL.POLAR.FUSION": "concat"}),
+        ModelVariant("gate", "default, FUSION gate", {"MODEL.POLAR.FUSION": "gate"}),
+        ModelVariant("channel_attention", "default, FUSION channel_attention",
                 {"MODEL.POLAR.FUSION": "channel_attention"}),
         # the design steps from the research notebook's branch to the default
-        Variant("notebook", "notebook: hidden 96, 3x3 convs, INPUT_STRIDE 1", _NOTEBOOK),
-        Variant("notebook_stride4", "notebook at INPUT_STRIDE 4", {**_NOTEBOOK, "MODEL.POLAR.INPUT_STRIDE": 4}),
-        Variant("notebook_hidden32", "notebook with hidden 32", {**_NOTEBOOK, "MODEL.POLAR.HIDDEN_CHANNELS": 32}),
-        Variant("all_1x1", "default with 1x1 per-level convs", {"MODEL.POLAR.POST_KERNEL_SIZE": 1}),
-        Variant("one_stage", "1 stage, 3x3, INPUT_STRIDE 1", {**_NOTEBOOK, "MODEL.POLAR.NUM_STAGES": 1}),
-        Variant("lightest", "lightest: 1 stage, 1x1, INPUT_STRIDE 4", _LIGHTEST),
-        Variant("early", "early fusion (stem)", {"MODEL.BACKBONE.NAME": "build_early_fusion_resnet_fpn_backbone"}),
+        ModelVariant("notebook", "notebook: hidden 96, 3x3 convs, INPUT_STRIDE 1", _NOTEBOOK),
+        ModelVariant("notebook_stride4", "notebook at INPUT_STRIDE 4", {**_NOTEBOOK, "MODEL.POLAR.INPUT_STRIDE": 4}),
+        ModelVariant("notebook_hidden32", "notebook with hidden 32", {**_NOTEBOOK, "MODEL.POLAR.HIDDEN_CHANNELS": 32}),
+        ModelVariant("all_1x1", "default with 1x1 per-level convs", {"MODEL.POLAR.POST_KERNEL_SIZE": 1}),
+        ModelVariant("one_stage", "1 stage, 3x3, INPUT_STRIDE 1", {**_NOTEBOOK, "MODEL.POLAR.NUM_STAGES": 1}),
+        ModelVariant("lightest", "lightest: 1 stage, 1x1, INPUT_STRIDE 4", _LIGHTEST),
+        ModelVariant("early", "early fusion (stem)", {"MODEL.BACKBONE.NAME": "build_early_fusion_resnet_fpn_backbone"}),
     )
 )
 POLAR_VARIANTS = OrderedDict((k, v) for k, v in VARIANTS.items() if k != VANILLA)
 
 
-def get_variants(names: Iterable[str]) -> List[Variant]:
+def get_variants(names: Iterable[str]) -> List[ModelVariant]:
     """The :data:`VARIANTS` called ``names`` (short names, or labels), vanilla first."""
     by_label = {v.label: v for v in VARIANTS.values()}
     out = []
