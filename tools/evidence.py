@@ -31,8 +31,8 @@ Steps (each skipped when its result exists with the same settings, so an interru
       branch_both     polar branch added to both                        } conv), RPN, box head trained
     and, when asked for: branch_only (the notebook's strict setup: only the branch trains, both),
     from scratch (no pretraining, everything trained): rgb_scratch, polar_scratch (the library
-    default branch), demo_scratch (the demo config's own branch), demo_random_init (the same with a
-    random last conv).
+    default branch), demo_scratch (the demo config's own branch), demo_random_init / demo_zero_init
+    (the same with its last conv random, as the demo config ships it, or at zero).
  5. docs/RESULTS.md (--results): AP, AP50, AP75 as mean ± std over seeds per variant and dataset,
     the differences to rgb_only per seed, the machine, wall times and the commands.
 
@@ -123,8 +123,11 @@ VARIANTS: "OrderedDict[str, Variant]" = OrderedDict([
     ("demo_scratch", Variant(DEMO, (), "everything, from scratch (the demo config's own branch)", pretrained=False,
                              library_branch=False)),
     ("demo_random_init", Variant(DEMO, ("MODEL.POLAR.ZERO_INIT", "False"),
-                                 "everything, from scratch (the demo config's branch, last conv random)",
+                                 "everything, from scratch (the demo config's branch, last conv random: as shipped)",
                                  pretrained=False, library_branch=False)),
+    ("demo_zero_init", Variant(DEMO, ("MODEL.POLAR.ZERO_INIT", "True"),
+                               "everything, from scratch (the demo config's branch, last conv at zero)",
+                               pretrained=False, library_branch=False)),
 ])
 DEFAULT_VARIANTS = ["rgb_only", "rgb_last_layer", "early_fusion", "branch_rpn", "branch_roi", "branch_both"]
 # name -> prepare_polar_synth --signal. "rgb": objects in class colours in RGB, the stack's polarization is
@@ -141,7 +144,7 @@ STACK_CHANNELS, DERIVED_CHANNELS = 24, 18  # 6 bands x 4 angles -> dolp_aolp_tri
 PRESETS = {
     # the demo config and the library default from scratch against RGB only, where the stack is informative
     # and where it carries nothing; its own section of the report
-    "scratch": ["--variants", "rgb_scratch", "demo_random_init", "demo_scratch", "polar_scratch", "--datasets", "stack", "unpaired",
+    "scratch": ["--variants", "rgb_scratch", "demo_random_init", "demo_zero_init", "polar_scratch", "--datasets", "stack", "unpaired",
                 "--iters", "300", "--section", "scratch", "--jobs", "2"],
 }
 SECTION_TITLES = {"main": "Results: does the stack help?",
@@ -526,8 +529,8 @@ def write_report(ev: Evidence, path: str, argv: Sequence[str], wall: float) -> s
               + "; ".join(f"`{d}`: {DATASET_TEXT[d]}" for d in datasets) + ".",
               f"- Model: Faster R-CNN, ResNet-18-FPN with GroupNorm, FPN width {a.fpn_channels}, box head FC "
               f"{a.fc_dim} (`configs/{DEMO}`). Library default branch (`add_polar_config`): {branch_text(polar)}."
-              + (f" The demo config's own branch (`demo_scratch`): {branch_text(demo)}."
-                 if "demo_scratch" in variants else "")]
+              + (f" The demo config's own branch (`demo_*` variants, with their options on top): {branch_text(demo)}."
+                 if any(not VARIANTS[v].library_branch for v in variants) else "")]
     if pretrained:
         lines.append(
             f"- Pretraining: vanilla RGB Faster R-CNN from scratch on `pretrain`, {ev.pretrain_iters} iterations"
