@@ -582,7 +582,7 @@ def write_report(ev: Evidence, path: str, argv: Sequence[str], wall: float) -> s
         lines += [f"- {kind}: {len(per)}, {np.median(per):.0f} s median each (training + evaluation"
                   + (f", {a.jobs} runs at a time sharing the CPU" if a.jobs > 1 else "")
                   + f"), {sum(per) / 60:.1f} min together.", ""]
-    lines += ["## Commands", "", "The whole evidence:", "", "```bash", "cd " + REPO + " && .venv/bin/python "
+    lines += ["## Commands", "", "The whole evidence (from the repository root):", "", "```bash", ".venv/bin/python "
               + " ".join(shlex.quote(x) for x in ["tools/evidence.py"] + list(argv)), "```", ""]
     if a.preset:
         lines += [f"(`--preset {a.preset}` = `{' '.join(PRESETS[a.preset])}`; options after it override it.)", ""]
@@ -599,7 +599,9 @@ def write_report(ev: Evidence, path: str, argv: Sequence[str], wall: float) -> s
     if os.path.isfile(path):
         with open(path) as f:
             old = f.read()
-    atomic_write_text(path, replace_section(old, a.section, "\n".join(lines)))
+    # paths relative to the repository root: the report reads the same on every machine
+    section = "\n".join(lines).replace(REPO + os.sep, "")
+    atomic_write_text(path, replace_section(old, a.section, section))
     return path
 
 
