@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -135,13 +136,13 @@ def test_kill_during_a_save_leaves_the_previous_checkpoint_intact(tmp_path):
     try:
         assert proc.stdout.readline().strip() == "saved once"
         before = (tmp_path / "model_final.pth").read_bytes()
-        for _ in range(20000):  # until the second save is under way
-            if glob.glob(str(tmp_path / ".model_final.pth.*.tmp")):
-                break
+        deadline = time.monotonic() + 120  # a loaded machine may take a while to start the second save
+        while not glob.glob(str(tmp_path / ".model_final.pth.*.tmp")):  # until it is under way
             if proc.poll() is not None:
                 pytest.fail("the second save finished before it could be killed")
-        else:
-            pytest.fail("the second save never started")
+            if time.monotonic() > deadline:
+                pytest.fail("the second save never started")
+            time.sleep(0.001)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait(timeout=60)
