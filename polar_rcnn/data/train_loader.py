@@ -162,7 +162,6 @@ class TrainLoader:
         self.num_workers = num_workers
         self.seed = comm.shared_random_seed() if seed is None else int(seed)
         self.rank = comm.get_rank()
-        self.world_size = comm.get_world_size()
         self._next = 0  # positions < _next were pulled into buckets (and most delivered)
         self._pending: List[int] = []  # positions pulled but waiting in a bucket
 
