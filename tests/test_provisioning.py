@@ -1,4 +1,4 @@
-"""The provisioned detectron2: self-check script, model-zoo configs, the LRScheduler compat patch."""
+"""The provisioned detectron2: self-check script, model-zoo configs, the compat patch's fixes."""
 import os
 import subprocess
 import sys
@@ -108,3 +108,20 @@ def test_patch_1_missing_compiled_ops_fail_clearly_when_used():
         pytest.skip("detectron2 has its compiled ops here")
     with pytest.raises(ImportError, match="deform_conv_forward needs detectron2's compiled"):
         _compiled._C.deform_conv_forward
+
+
+def test_patch_14_retinanet_head_builds_and_trains_with_group_norm():
+    # MODEL.RETINANET.NORM "GN": unpatched 0.6 probes the norm with 1 channel and raises ValueError
+    from detectron2.layers import ShapeSpec
+    from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
+
+    torch.manual_seed(0)
+    head = RetinaNetHead(input_shape=[ShapeSpec(channels=64)] * 2, num_classes=3, num_anchors=9,
+                         conv_dims=[64, 64], norm="GN")
+    assert sum(isinstance(m, torch.nn.GroupNorm) for m in head.modules()) == 4  # 2 convs x 2 subnets
+    features = [torch.rand(2, 64, 16, 16), torch.rand(2, 64, 8, 8)]
+    logits, deltas = head(features)
+    assert [t.shape for t in logits] == [(2, 27, 16, 16), (2, 27, 8, 8)]
+    assert [t.shape for t in deltas] == [(2, 36, 16, 16), (2, 36, 8, 8)]
+    (sum(t.sum() for t in logits) + sum(t.sum() for t in deltas)).backward()
+    assert head.cls_subnet[1].weight.grad.abs().sum() > 0  # the GroupNorm's scale trains
