@@ -96,6 +96,11 @@ def add_polar_config(cfg: CN) -> None:
     # "raise" an error naming the file, or "skip" it (logged, counted, reported after training).
     _C.DATASETS.ON_BAD_SAMPLE = "raise"
 
+    # ---------------------------------------------------------------- optimizer (polar_rcnn/engine/optimizer.py)
+    # "SGD" (SOLVER.MOMENTUM, NESTEROV), "Adam" or "AdamW" (torch's default betas (0.9, 0.999), eps 1e-8);
+    # all use SOLVER.BASE_LR, the weight decay of their param groups and SOLVER.CLIP_GRADIENTS.
+    _C.SOLVER.OPTIMIZER = "SGD"
+
     # ---------------------------------------------------------------- losses and evaluation
     # Multipliers of the four detection losses (polar_rcnn/modeling/loss_weights.py), applied by
     # PolarTrainer.build_model to any meta-architecture, on top of Detectron2's MODEL.RPN.LOSS_WEIGHT etc.
@@ -135,7 +140,7 @@ def polar_key_comments() -> Dict[str, str]:
 def polar_config_help() -> str:
     """Every polar-rcnn config key with its default and comment, for ``train_net.py --help``."""
     cfg = CN()
-    cfg.MODEL, cfg.INPUT, cfg.DATASETS, cfg.TEST = CN(), CN(), CN(), CN()
+    cfg.MODEL, cfg.INPUT, cfg.DATASETS, cfg.SOLVER, cfg.TEST = CN(), CN(), CN(), CN(), CN()
     add_polar_config(cfg)
     lines = ["polar-rcnn config keys (set them in the yaml or as trailing KEY VALUE pairs):"]
     for key, comment in polar_key_comments().items():

@@ -1,7 +1,8 @@
-"""The optimizer of polar models: Detectron2's SGD with the stack-reading layers in param groups of
-their own (``MODEL.POLAR.LR_FACTOR``, ``MODEL.POLAR.WEIGHT_DECAY``)."""
+"""The optimizer of polar models: Detectron2's param groups with the stack-reading layers in groups of
+their own (``MODEL.POLAR.LR_FACTOR``, ``MODEL.POLAR.WEIGHT_DECAY``), optimized by SGD, Adam or AdamW
+(``SOLVER.OPTIMIZER``)."""
 import logging
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple, Type
 
 import torch
 from torch import nn
@@ -68,9 +69,32 @@ def _unfreezes_branch(cfg) -> bool:
     return BRANCH_PART in parts
 
 
+#: values of SOLVER.OPTIMIZER
+OPTIMIZERS: Dict[str, Type[torch.optim.Optimizer]] = {
+    "SGD": torch.optim.SGD,
+    "Adam": torch.optim.Adam,
+    "AdamW": torch.optim.AdamW,
+}
+
+
+def optimizer_type(cfg) -> Tuple[Type[torch.optim.Optimizer], Dict[str, Any]]:
+    """The torch optimizer class named by ``SOLVER.OPTIMIZER`` and its defaults: ``lr`` =
+    ``SOLVER.BASE_LR`` and ``weight_decay`` = ``SOLVER.WEIGHT_DECAY`` (param groups override both);
+    SGD adds ``SOLVER.MOMENTUM`` / ``NESTEROV``; Adam and AdamW keep torch's betas and eps (AdamW's
+    decay is decoupled from the gradient, Adam's is added to it)."""
+    name = cfg.SOLVER.OPTIMIZER
+    if name not in OPTIMIZERS:
+        raise ValueError(f"SOLVER.OPTIMIZER must be one of {', '.join(map(repr, OPTIMIZERS))}, got {name!r}")
+    defaults: Dict[str, Any] = {"lr": cfg.SOLVER.BASE_LR, "weight_decay": cfg.SOLVER.WEIGHT_DECAY}
+    if name == "SGD":
+        defaults.update(momentum=cfg.SOLVER.MOMENTUM, nesterov=cfg.SOLVER.NESTEROV)
+    return OPTIMIZERS[name], defaults
+
+
 def build_polar_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
-    """SGD over :func:`optimizer_param_groups` with ``SOLVER.MOMENTUM`` / ``NESTEROV`` /
-    ``WEIGHT_DECAY`` and ``SOLVER.CLIP_GRADIENTS``, as Detectron2's ``build_optimizer``."""
+    """``SOLVER.OPTIMIZER`` (:func:`optimizer_type`) over :func:`optimizer_param_groups`, with
+    ``SOLVER.CLIP_GRADIENTS``; for "SGD" the same optimizer as Detectron2's ``build_optimizer``."""
+    optimizer_class, defaults = optimizer_type(cfg)
     groups = optimizer_param_groups(cfg, model)
     if cfg.MODEL.POLAR.LR_FACTOR != 1.0 or cfg.MODEL.POLAR.WEIGHT_DECAY >= 0:
         logger.info(
@@ -78,13 +102,7 @@ def build_polar_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
             len(branch_parameters(model)), cfg.MODEL.POLAR.LR_FACTOR,
             cfg.MODEL.POLAR.WEIGHT_DECAY if cfg.MODEL.POLAR.WEIGHT_DECAY >= 0 else "as SOLVER.WEIGHT_DECAY",
         )
-    return maybe_add_gradient_clipping(cfg, torch.optim.SGD)(
-        groups,
-        lr=cfg.SOLVER.BASE_LR,
-        momentum=cfg.SOLVER.MOMENTUM,
-        nesterov=cfg.SOLVER.NESTEROV,
-        weight_decay=cfg.SOLVER.WEIGHT_DECAY,
-    )
+    return maybe_add_gradient_clipping(cfg, optimizer_class)(groups, **defaults)
 
 
-__all__ = ["branch_parameters", "build_polar_optimizer", "optimizer_param_groups"]
+__all__ = ["OPTIMIZERS", "branch_parameters", "build_polar_optimizer", "optimizer_param_groups", "optimizer_type"]

@@ -1,15 +1,17 @@
 """build_polar_optimizer: Detectron2's param groups, the branch's own learning rate and weight decay,
-frozen parameters left out, gradient clipping, the trainer's build_optimizer."""
+frozen parameters left out, gradient clipping, the trainer's build_optimizer, SOLVER.OPTIMIZER."""
+import os
+
 import pytest
 import torch
 
 from detectron2.modeling import build_model
 from detectron2.solver import build_optimizer
 
-from tests.common import get_polar_cfg
+from tests.common import CONFIG_DIR, get_polar_cfg
 from polar_rcnn.engine import PolarTrainer
 from polar_rcnn.engine.freezing import freeze_from_config
-from polar_rcnn.engine.optimizer import branch_parameters, build_polar_optimizer
+from polar_rcnn.engine.optimizer import OPTIMIZERS, branch_parameters, build_polar_optimizer
 
 
 def _model(cfg):
@@ -87,3 +89,72 @@ def test_the_trainer_builds_it():
     model = _model(cfg)
     hyper = _hyper(PolarTrainer.build_optimizer(cfg, model))
     assert {hyper[id(p)][0] for p in branch_parameters(model)} == {0.25 * cfg.SOLVER.BASE_LR}
+
+
+# ------------------------------------------------------------------------------ SOLVER.OPTIMIZER
+@pytest.mark.parametrize("name, expected", [("SGD", torch.optim.SGD), ("Adam", torch.optim.Adam),
+                                            ("AdamW", torch.optim.AdamW)])
+def test_solver_optimizer_picks_the_type_and_keeps_the_groups(name, expected):
+    cfg = get_polar_cfg(SOLVER__OPTIMIZER=name, MODEL__POLAR__LR_FACTOR=0.1, MODEL__POLAR__WEIGHT_DECAY=0.01,
+                        SOLVER__BASE_LR=1e-3, SOLVER__BIAS_LR_FACTOR=2.0, SOLVER__WEIGHT_DECAY=1e-4,
+                        SOLVER__WEIGHT_DECAY_NORM=0.0)
+    model = _model(cfg)
+    optimizer = build_polar_optimizer(cfg, model)
+    assert type(optimizer) is expected
+    assert optimizer.defaults["lr"] == 1e-3 and optimizer.defaults["weight_decay"] == 1e-4
+    if name == "SGD":
+        assert optimizer.defaults["momentum"] == cfg.SOLVER.MOMENTUM
+    else:
+        assert optimizer.defaults["betas"] == (0.9, 0.999) and "momentum" not in optimizer.defaults
+    # the param groups are the same, whichever optimizer: branch LR x 0.1, its own decay, bias LR x 2
+    sgd = cfg.clone()
+    sgd.SOLVER.OPTIMIZER = "SGD"
+    hyper = _hyper(optimizer)
+    assert hyper == _hyper(build_polar_optimizer(sgd, model))
+    branch = {id(p) for p in branch_parameters(model)}
+    assert branch
+    for pname, p in model.named_parameters():
+        lr, wd = hyper[id(p)]
+        bias = 2.0 if pname.endswith(".bias") else 1.0
+        assert lr == pytest.approx(1e-3 * bias * (0.1 if id(p) in branch else 1.0)), pname
+        assert wd in ((0.01,) if id(p) in branch else (1e-4, 0.0)), pname
+
+
+@pytest.mark.parametrize("name", ["Adam", "AdamW"])
+def test_adam_steps_with_gradient_clipping(name):
+    cfg = get_polar_cfg(SOLVER__OPTIMIZER=name, SOLVER__BASE_LR=1e-2, SOLVER__WEIGHT_DECAY=0.0)
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "value"
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 1e-3
+    model = _model(cfg)
+    optimizer = build_polar_optimizer(cfg, model)
+    assert isinstance(optimizer, OPTIMIZERS[name]) and type(optimizer) is not OPTIMIZERS[name]
+    for q in model.parameters():
+        q.grad = torch.zeros_like(q) if q.requires_grad else None
+    p = branch_parameters(model)[0]
+    p.grad.copy_(torch.linspace(-5.0, 5.0, p.numel()).view_as(p))
+    before = p.detach().clone()
+    optimizer.step()
+    # a first Adam step moves every parameter by lr * sign(grad) (bias-corrected m / sqrt(v)); the
+    # clipped gradient (|g| <= 1e-3) still has the sign of the raw one
+    step = before - p.detach()
+    moved = p.grad != 0
+    assert torch.allclose(step[moved], 1e-2 * torch.sign(p.grad[moved]), rtol=1e-3)
+    assert p.grad.abs().max() <= 1e-3  # clipped in place before the step
+    assert optimizer.state[p]["exp_avg"].abs().max() <= 1e-4 + 1e-9  # (1 - beta1) x clipped gradient
+
+
+def test_unknown_optimizer_names_the_key_and_the_choices():
+    cfg = get_polar_cfg(SOLVER__OPTIMIZER="adam")
+    with pytest.raises(ValueError, match=r"SOLVER.OPTIMIZER must be one of 'SGD', 'Adam', 'AdamW', got 'adam'"):
+        build_polar_optimizer(cfg, _model(cfg))
+
+
+def test_the_trainer_builds_adam_for_retinanet():
+    cfg = get_polar_cfg(SOLVER__OPTIMIZER="AdamW", MODEL__POLAR__LR_FACTOR=0.5)
+    cfg.merge_from_file(os.path.join(CONFIG_DIR, "retinanet_R_18_FPN_demo_polar_synth.yaml"))
+    model = _model(cfg)
+    optimizer = PolarTrainer.build_optimizer(cfg, model)
+    assert type(optimizer) is torch.optim.AdamW
+    assert {_hyper(optimizer)[id(p)][0] for p in branch_parameters(model)} == {0.5 * cfg.SOLVER.BASE_LR}
+    assert {id(p) for p in model.parameters() if p.requires_grad} == set(_hyper(optimizer))

@@ -94,10 +94,12 @@ def _weights(trainer):
     return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
 
 
-@pytest.mark.parametrize("unfreeze_iter", [0, 2, 4], ids=["plain", "unfrozen-before-checkpoint", "unfrozen-after"])
-def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(train_set, tmp_path, unfreeze_iter):
+@pytest.mark.parametrize("unfreeze_iter, optimizer", [(0, "SGD"), (2, "SGD"), (4, "SGD"), (2, "Adam")],
+                         ids=["plain", "unfrozen-before-checkpoint", "unfrozen-after", "adam-unfrozen-before-checkpoint"])
+def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(train_set, tmp_path, unfreeze_iter, optimizer):
     freeze = {} if not unfreeze_iter else {"MODEL__FREEZE__PARTS": ["rpn"], "MODEL__FREEZE__UNFREEZE_ITER": unfreeze_iter,
                                            "MODEL__FREEZE__UNFREEZE_PARTS": ["rpn"]}
+    freeze["SOLVER__OPTIMIZER"] = optimizer  # Adam's moments (exp_avg, exp_avg_sq, step) must resume too
     full, full_record = _run(_cfg(tmp_path / "full", train_set, **freeze))
 
     cfg = _cfg(tmp_path / "killed", train_set, **freeze)
