@@ -104,3 +104,16 @@ def test_notebook_configs_finetune_the_same_model_zoo_detector():
         cfg.merge_from_file(path)
         weights.add(cfg.MODEL.WEIGHTS)
     assert weights == {"detectron2://COCO-Detection/faster_rcnn_R_50_FPN_3x/137849458/model_final_280758.pkl"}
+
+
+def test_plan_config_has_every_piece_of_the_plan():
+    cfg = load_config(os.path.join(CONFIG_DIR, "faster_rcnn_R_18_FPN_demo_plan_polar_synth.yaml"))
+    assert cfg.SOLVER.LR_SCHEDULER_NAME == "WarmupCosineLR" and cfg.SOLVER.WARMUP_ITERS > 0
+    assert cfg.SOLVER.CLIP_GRADIENTS.ENABLED and cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE == "norm"
+    assert cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE == 1.0
+    assert set(cfg.MODEL.LOSS_WEIGHTS) == {"RPN_CLS", "RPN_LOC", "ROI_CLS", "ROI_LOC"}
+    torch.manual_seed(0)
+    model = PolarTrainer.build_model(cfg)
+    trainable = {n.split(".")[0] + ("." + n.split(".")[1] if n.startswith("backbone.") else "")
+                 for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"backbone.polar_branch", "proposal_generator", "roi_heads"}
