@@ -44,7 +44,7 @@ class PolarTrainer(DefaultTrainer):
 
     @classmethod
     def build_optimizer(cls, cfg, model):
-        # Detectron2's SGD, with the branch's own learning rate and weight decay (MODEL.POLAR.LR_FACTOR ...)
+        # SOLVER.OPTIMIZER over Detectron2's param groups, the branch's own LR and weight decay (MODEL.POLAR.LR_FACTOR ...)
         return build_polar_optimizer(cfg, model)
 
     @property
