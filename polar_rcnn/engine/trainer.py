@@ -44,7 +44,7 @@ class PolarTrainer(DefaultTrainer):
 
     @classmethod
     def build_optimizer(cls, cfg, model):
-        # SOLVER.OPTIMIZER over Detectron2's param groups, the branch's own LR and weight decay (MODEL.POLAR.LR_FACTOR ...)
+        # SOLVER.OPTIMIZER over Detectron2's param groups; the branch's own LR / weight decay (MODEL.POLAR.*)
         return build_polar_optimizer(cfg, model)
 
     @property
