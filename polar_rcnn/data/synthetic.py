@@ -78,11 +78,12 @@ __all__ = [
     "polarization_from_intensities",
     "encode_stack",
     "decode_stack",
+    "mask_to_polygons",
     "render_video",
     "generate_split",
 ]
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: instance masks (COCO polygons) in the JSON
 PARAMS_FILE = "generator.json"  # the parameters of a prepared dataset folder
 VAL_SEED_OFFSET = 1000  # convention: val split uses cfg.seed + VAL_SEED_OFFSET
 POLARIZER_ANGLES_DEG = (0, 45, 90, 135)
@@ -294,6 +295,50 @@ def _add_noise(rng, x: np.ndarray, std: float) -> None:
     np.clip(x, 0.0, 1.0, out=x)
 
 
+def _outer_boundaries(mask: np.ndarray) -> Tuple[List[np.ndarray], bool]:
+    """Outer boundaries of the 8-connected components of ``mask`` as (N, 2) int arrays of pixel
+    corners, and whether any component has a hole. The contour of the mask upsampled 2x runs
+    through sub-pixel centres a quarter pixel inside the edge; rounding maps them onto corners."""
+    up = np.kron(mask.astype(np.uint8), np.ones((2, 2), np.uint8))
+    contours, hierarchy = cv2.findContours(up, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
+    boundaries, has_hole = [], False
+    for contour, (_, _, _, parent) in zip(contours, hierarchy[0] if hierarchy is not None else ()):
+        if parent >= 0:
+            has_hole = True
+            continue
+        p = np.floor((contour.reshape(-1, 2) + 0.5) / 2 + 0.5).astype(np.int64)
+        p = p[np.any(p != np.roll(p, 1, axis=0), axis=1)]  # drop repeated corners
+        before, after = p - np.roll(p, 1, axis=0), np.roll(p, -1, axis=0) - p
+        boundaries.append(p[before[:, 0] * after[:, 1] != before[:, 1] * after[:, 0]])  # drop straight-on corners
+    return boundaries, has_hole
+
+
+def mask_to_polygons(mask: np.ndarray, offset: Tuple[int, int] = (0, 0)) -> List[List[float]]:
+    """COCO polygons (flat ``[x0, y0, x1, y1, ...]`` lists, pixel ``x`` spanning [x, x + 1)) whose
+    union is exactly the boolean ``mask``: they run along pixel edges, so their area is the pixel
+    count and their extent the mask's box. COCO polygons cannot hold holes: a component with a
+    hole is cut into polygons without one at a column through the hole. ``offset`` (x, y) is
+    added to every point."""
+    boundaries, has_hole = _outer_boundaries(mask)
+    if has_hole:
+        cols = np.nonzero(mask.any(axis=0))[0]
+        holes = ~mask[:, cols[0]:cols[-1] + 1] & _filled(mask[:, cols[0]:cols[-1] + 1])
+        cut = cols[0] + int(np.nonzero(holes.any(axis=0))[0].mean() + 0.5)
+        left, right = mask.copy(), mask.copy()
+        left[:, cut:], right[:, :cut] = False, False
+        return mask_to_polygons(left, offset) + mask_to_polygons(right, offset)
+    ox, oy = offset
+    return [(p + np.array([ox, oy])).astype(np.float64).ravel().tolist() for p in boundaries]
+
+
+def _filled(mask: np.ndarray) -> np.ndarray:
+    """``mask`` with its holes filled (the background not 4-connected to the border)."""
+    padded = np.pad(mask.astype(np.uint8), 1)
+    flood = padded.copy()
+    cv2.floodFill(flood, None, (0, 0), 1)
+    return (padded | (1 - flood)).astype(bool)[1:-1, 1:-1]
+
+
 def _init_objects(rng, cfg: SyntheticConfig) -> List[Dict]:
     H, W = cfg.image_size
     n = int(rng.integers(cfg.objects_per_frame[0], cfg.objects_per_frame[1] + 1))
@@ -426,6 +471,7 @@ def render_video(cfg: SyntheticConfig, video_index: int) -> Iterator[SyntheticFr
                 "category_id": obj["category_id"],
                 "bbox": [float(x), float(y), float(w), float(h)],
                 "area": float(area),
+                "segmentation": mask_to_polygons(vis, (ix0, iy0)),  # the visible mask, as the box
                 "dolp": obj["dolp"],
                 "aolp_deg": obj["aolp_deg"],
             })
@@ -496,7 +542,7 @@ def generate_split(output_dir: str, split: str, cfg: SyntheticConfig, progress: 
                 annotations.append({
                     "id": len(annotations) + 1, "image_id": image_id,
                     "category_id": obj["category_id"], "bbox": obj["bbox"], "area": obj["area"],
-                    "iscrowd": 0, "track_id": track_base + obj["index"] + 1,
+                    "segmentation": obj["segmentation"], "iscrowd": 0, "track_id": track_base + obj["index"] + 1,
                 })
             done += 1
             if on_frame is not None:

@@ -20,6 +20,7 @@ from polar_rcnn.data.synthetic import (
     SyntheticConfig,
     decode_stack,
     generate_split,
+    mask_to_polygons,
     polarization_from_intensities,
     prepare_synthetic_dataset,
     render_video,
@@ -102,6 +103,46 @@ def test_coco_json(split_dir):
         assert w > 0 and h > 0 and ann["area"] > 0 and ann["iscrowd"] == 0
         assert x >= 0 and y >= 0 and x + w <= W and y + h <= H
         assert ann["area"] <= w * h
+
+
+def test_instance_masks(split_dir):
+    """Every annotation has COCO polygons that rasterize to the object's visible pixels: inside
+    its box, spanning it, with the annotation's area."""
+    out, json_path = split_dir
+    coco = COCO(json_path)
+    frames = {(f.video_id, f.frame_id): f for v in range(2) for f in render_video(tiny_cfg(), v)}
+    checked = 0
+    for ann in coco.dataset["annotations"]:
+        img = coco.imgs[ann["image_id"]]
+        polys = ann["segmentation"]
+        assert isinstance(polys, list) and polys and all(len(p) >= 6 and len(p) % 2 == 0 for p in polys)
+        pts = np.concatenate([np.reshape(p, (-1, 2)) for p in polys])
+        x, y, w, h = ann["bbox"]
+        assert pts[:, 0].min() == x and pts[:, 1].min() == y and pts[:, 0].max() == x + w and pts[:, 1].max() == y + h
+        mask = coco.annToMask(ann).astype(bool)
+        assert mask.sum() == ann["area"]
+        frame = frames[(img["video_id"], img["frame_id"])]
+        index = next(o["index"] for o in frame.objects if o["bbox"] == ann["bbox"])
+        np.testing.assert_array_equal(mask, frame.labels == index)
+        checked += 1
+    assert checked == len(coco.dataset["annotations"]) > 0
+
+
+def test_mask_to_polygons_holes_and_pieces():
+    """Holes (an occluder inside an object) and separate pieces survive as polygons without holes."""
+    from pycocotools import mask as mask_util
+    mask = np.zeros((20, 30), bool)
+    mask[2:18, 3:20] = True
+    mask[6:10, 8:12] = False  # a hole
+    mask[4:6, 24:27] = True  # a second piece
+    mask[15, 26] = True  # a single pixel
+    polys = mask_to_polygons(mask, offset=(5, 1))
+    assert len(polys) >= 4 and all(len(p) >= 8 for p in polys)
+    rle = mask_util.merge(mask_util.frPyObjects(polys, 25, 40))
+    expected = np.zeros((25, 40), bool)
+    expected[1:21, 5:35] = mask
+    np.testing.assert_array_equal(mask_util.decode(rle).astype(bool), expected)
+    assert mask_to_polygons(np.zeros((4, 4), bool)) == []
 
 
 @pytest.mark.parametrize("dtype", ["float32", "uint16", "uint8"])
@@ -236,6 +277,12 @@ def test_prepare_skips_and_regenerates(tmp_path):
     assert params["splits"]["val"]["seed"] != params["splits"]["train"]["seed"]
     assert len(json.load(open(os.path.join(out, "val.json")))["images"]) == 2
     assert not prepare_synthetic_dataset(out, cfgs, progress=False)  # up to date
+    params_path = os.path.join(out, "generator.json")
+    stale = dict(params, generator_version=params["generator_version"] - 1)  # e.g. written without masks
+    with open(params_path, "w") as fh:
+        json.dump(stale, fh)
+    assert prepare_synthetic_dataset(out, cfgs, progress=False)
+    assert "segmentation" in json.load(open(os.path.join(out, "val.json")))["annotations"][0]
     assert prepare_synthetic_dataset(out, cfgs, force=True, progress=False)
     other = {**cfgs, "train": dataclasses.replace(cfgs["train"], seed=4)}
     assert prepare_synthetic_dataset(out, other, progress=False)  # other parameters: regenerated
