@@ -137,22 +137,26 @@ def _visualizer(image_rgb: np.ndarray, metadata, scale: float) -> Visualizer:
 
 
 def _boxes_panel(image_rgb: np.ndarray, boxes: np.ndarray, classes: Sequence[int], labels: Sequence[str],
-                 metadata, scale: float) -> np.ndarray:
+                 metadata, scale: float, masks=None) -> np.ndarray:
+    """``masks``: None, or one per box (COCO polygon lists or (H, W) boolean arrays), filled in the box's colour."""
     v = _visualizer(image_rgb, metadata, scale)
     if len(boxes):
-        v.overlay_instances(boxes=np.asarray(boxes, np.float32).reshape(-1, 4), labels=list(labels),
+        v.overlay_instances(boxes=np.asarray(boxes, np.float32).reshape(-1, 4), labels=list(labels), masks=masks,
                             assigned_colors=[class_color(int(c), metadata) for c in classes])
     return v.get_output().get_image()
 
 
 def ground_truth_panel(image_rgb: np.ndarray, annotations: List[dict], metadata=None, scale: float = 1.0) -> np.ndarray:
     """Dataset annotations (Detectron2 dataset-dict format, contiguous ``category_id``) over the
-    image: boxes in their class colour (:func:`class_color`), labelled with the class name."""
+    image: boxes in their class colour (:func:`class_color`), labelled with the class name, and
+    their polygon ``segmentation`` filled when every annotation has one."""
     boxes = [BoxMode.convert(list(a["bbox"]), a.get("bbox_mode", BoxMode.XYWH_ABS), BoxMode.XYXY_ABS)
              for a in annotations]
     classes = [int(a["category_id"]) for a in annotations]
+    polygons = [a.get("segmentation") for a in annotations]
+    masks = polygons if polygons and all(isinstance(p, list) and p for p in polygons) else None
     return _boxes_panel(image_rgb, np.asarray(boxes, np.float32), classes, [class_name(c, metadata) for c in classes],
-                        metadata, scale)
+                        metadata, scale, masks)
 
 
 def proposals_panel(image_rgb: np.ndarray, boxes: np.ndarray, scale: float = 1.0) -> np.ndarray:
@@ -179,13 +183,14 @@ def detections_panel(image_rgb: np.ndarray, instances, metadata=None, score_thre
                      scale: float = 1.0) -> np.ndarray:
     """Predicted ``instances`` (Detectron2 ``Instances``) with score >= ``score_threshold`` (None:
     all of them, e.g. as :func:`shown_detections` chose them) over the image: boxes in their class
-    colour (:func:`class_color`), labelled "<class> <score %>"."""
+    colour (:func:`class_color`), labelled "<class> <score %>"; ``pred_masks`` (Mask R-CNN) filled."""
     instances = instances.to("cpu")
     if score_threshold is not None:
         instances = instances[instances.scores >= score_threshold]
     classes = instances.pred_classes.tolist() if instances.has("pred_classes") else [0] * len(instances)
     labels = [f"{class_name(c, metadata)} {s * 100:.0f}%" for c, s in zip(classes, instances.scores.tolist())]
-    return _boxes_panel(image_rgb, instances.pred_boxes.tensor.numpy(), classes, labels, metadata, scale)
+    masks = list(instances.pred_masks.numpy().astype(bool)) if instances.has("pred_masks") else None
+    return _boxes_panel(image_rgb, instances.pred_boxes.tensor.numpy(), classes, labels, metadata, scale, masks)
 
 
 def _resized(image: np.ndarray, size: Tuple[int, int]) -> np.ndarray:

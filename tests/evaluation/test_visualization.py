@@ -159,3 +159,26 @@ def test_the_best_detections_when_none_reaches_the_threshold():
     assert not below and sorted(shown.scores.tolist()) == pytest.approx([0.2, 0.4])
     shown, below = vis.shown_detections(inst, 0.5)
     assert not below and len(shown) == 0
+
+
+def test_masks_are_filled_in_detections_and_ground_truth():
+    """pred_masks (Mask R-CNN) and polygon segmentations are drawn: inside the mask, outside the box's
+    outline, the picture differs from the one without masks; far from the object it does not."""
+    image = np.full((64, 80, 3), 128, np.uint8)
+    inst = Instances((64, 80))
+    inst.pred_boxes = Boxes(torch.tensor([[10.0, 10.0, 50.0, 50.0]]))
+    inst.scores = torch.tensor([0.9])
+    inst.pred_classes = torch.tensor([1])
+    plain = vis.detections_panel(image, inst).astype(int)
+    mask = torch.zeros(1, 64, 80, dtype=torch.bool)
+    mask[0, 20:40, 20:40] = True
+    inst.pred_masks = mask
+    masked = vis.detections_panel(image, inst).astype(int)
+    changed = np.abs(masked - plain).sum(axis=2) > 0
+    assert changed[25:35, 25:35].all()
+    assert not changed[55:, 60:].any()
+    anns = [{"bbox": [10, 10, 40, 40], "category_id": 1}]
+    gt_plain = vis.ground_truth_panel(image, anns).astype(int)
+    anns[0]["segmentation"] = [[20, 20, 40, 20, 40, 40, 20, 40]]
+    gt_masked = vis.ground_truth_panel(image, anns).astype(int)
+    assert (np.abs(gt_masked - gt_plain).sum(axis=2) > 0)[25:35, 25:35].all()
