@@ -5,6 +5,9 @@ from typing import Dict
 
 from detectron2.config import CfgNode as CN
 
+#: values of INPUT.STACK.DERIVED_ON
+DERIVED_ON_CHOICES = ("model", "loader")
+
 
 def add_polar_config(cfg: CN) -> None:
     """Add the ``MODEL.POLAR`` (branch) and ``INPUT.STACK`` (data) sections to ``cfg`` in place."""
@@ -85,6 +88,9 @@ def add_polar_config(cfg: CN) -> None:
     # Model input computed per band from "angles"/"stokes" stacks: "raw" (as stored), "stokes"
     # (S0, S1, S2) or "dolp_aolp_trig" (DoLP, cos 2AoLP, sin 2AoLP); sets MODEL.POLAR.IN_CHANNELS.
     _C.INPUT.STACK.DERIVED = "raw"
+    # Where DERIVED is computed: "model" (on the model's device, from the stored stack the loader
+    # delivers) or "loader" (float32 in the data-loader workers).
+    _C.INPUT.STACK.DERIVED_ON = "model"
     # Photometric augmentations (brightness gains) also scale the stack; False = RGB only.
     _C.INPUT.STACK.PHOTOMETRIC = False
 

@@ -13,6 +13,7 @@ from detectron2.modeling import build_model
 
 from tests.common import CONFIG_DIR, REPO_ROOT
 from polar_rcnn import add_polar_config
+from polar_rcnn.data import loader_stack_channels
 from detectron2.modeling import GeneralizedRCNN
 from polar_rcnn.modeling import PolarBranch, PolarFPN, PolarRCNN, PolarRetinaNet
 
@@ -58,11 +59,11 @@ def test_config_builds_and_runs(path):
     for ds in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST):
         assert ds in DatasetCatalog.list(), f"{name}: dataset {ds} is not registered"
 
-    # the built model runs on an input with a stack of the configured channel count
+    # the built model runs on an input with a stack as the loader delivers it
     g = torch.Generator().manual_seed(0)
     inputs = [{"image": torch.rand(3, 64, 80, generator=g) * 255}]
     if is_polar:
-        inputs[0]["stack"] = torch.rand(cfg.MODEL.POLAR.IN_CHANNELS, 64, 80, generator=g)
+        inputs[0]["stack"] = torch.rand(loader_stack_channels(cfg), 64, 80, generator=g)
     model.eval()
     with torch.no_grad():
         (out,) = model(inputs)

@@ -41,20 +41,14 @@ import tempfile
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
-import cv2
-import torch
-
-import detectron2
-from detectron2.utils.events import EventStorage
-
-from polar_rcnn import analysis as B
-from polar_rcnn.architecture import num_classes
-from polar_rcnn.engine.cli import HelpFormatter
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(REPO, "configs", "faster_rcnn_R_50_FPN_1x_polar_synth.yaml")
 DEFAULT_VARIANTS = ["vanilla", "default", "lightest", "concat", "gate", "channel_attention", "notebook", "early"]
 QUICK_VARIANTS = ["vanilla", "default", "lightest"]
+# the names of polar_rcnn.analysis.VARIANTS, here for --help without importing polar_rcnn (tests/tools/test_help.py
+# checks that they match)
+VARIANT_NAMES = ("vanilla", "default", "inject_both", "concat", "gate", "channel_attention", "notebook",
+                 "notebook_stride4", "notebook_hidden32", "all_1x1", "one_stage", "lightest", "early")
 LARGE_PIXELS = 500_000  # sizes with at least this many pixels: batch 1, fewer mapper samples
 TRAIN_LIMITS = {"default": 1.10, "lightest": 1.03}  # time ratio to vanilla, train and inference
 MAPPER_LIMIT = 1.5  # polar / RGB mapper time per sample
@@ -64,13 +58,13 @@ logger = logging.getLogger("polar_rcnn.tools.benchmark")
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", default=DEFAULT_CONFIG, help="config of every variant (default: the R50 one)")
     p.add_argument("--quick", action="store_true",
                    help="short run: 320x480, vanilla/default/lightest, 1 warm-up + 2 timed iterations, few samples")
     p.add_argument("--sizes", nargs="+", help="HEIGHTxWIDTH inputs (default: 800x1333 320x480; quick: 320x480)")
     p.add_argument("--variants", nargs="+",
-                   help=f"models to measure, vanilla always included; any of {list(B.VARIANTS)} "
+                   help=f"models to measure, vanilla always included; any of {list(VARIANT_NAMES)} "
                         f"(default: {' '.join(DEFAULT_VARIANTS)}; quick: {' '.join(QUICK_VARIANTS)})")
     p.add_argument("--batch", type=int, help="train images per iteration (default: 1 at >= 500k pixels, else 2)")
     p.add_argument("--warmup", type=int, help="untimed train + inference iterations per variant (default: 1)")
@@ -78,13 +72,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="timed rounds; each times one iteration per variant "
                         "(default: 2 at >= 500k pixels, else 3; quick: 2)")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default, all cores)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: %(default)s)")
     p.add_argument("--lr", type=float, default=0.0, help="optimizer learning rate (0: same weights every iteration)")
     p.add_argument("--depth", type=int, help="override MODEL.RESNETS.DEPTH (e.g. 18)")
     p.add_argument("--channels", type=int, help="override MODEL.POLAR.IN_CHANNELS")
     p.add_argument("--memory", choices=("inprocess", "subprocess", "off"), default="inprocess",
                    help="CPU peak memory: RSS peak of a train step above the resident RSS, the peak RSS of a "
-                        "fresh process per variant (absolute; slow at 800x1333), or none")
+                        "fresh process per variant (absolute; slow at 800x1333), or none (default: %(default)s)")
     p.add_argument("--no-flops", action="store_true", help="skip the FLOP counts")
     p.add_argument("--mapper-workers", type=int, nargs="*",
                    help=f"DataLoader workers for the mapper throughput; empty = skip (default: 0 1 {os.cpu_count()})")
@@ -93,8 +87,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--mapper-repeats", type=int, help="interleaved mapper rounds (default: 3; quick: 1)")
     p.add_argument("--mapper-scales", type=float, nargs="+", default=[1.0, 0.8],
                    help="training resize of the mapper runs, as a factor of the image size (1: same size; "
-                        "0.8: 800x1333 -> 640x1066, as multi-scale training does)")
-    p.add_argument("--stack-dtypes", nargs="+", default=["float16", "uint16"], help="dtypes of the stack files")
+                        "0.8: 800x1333 -> 640x1066, as multi-scale training does) (default: %(default)s)")
+    p.add_argument("--stack-dtypes", nargs="+", default=["float16", "uint16"],
+                   help="dtypes of the stack files (default: %(default)s)")
+    p.add_argument("--derived", nargs="*", default=["stokes@model", "stokes@loader", "dolp_aolp_trig@model",
+                                                    "dolp_aolp_trig@loader"],
+                   help="extra polar mappers, INPUT.STACK.DERIVED@DERIVED_ON each (polarization-angle stacks only; "
+                        "empty = none) (default: %(default)s)")
     p.add_argument("--worker-memory-samples", type=int,
                    help="samples of the long loader run (polar mapper, smallest size, a fresh process); 0 = skip "
                         "(default: 2000; quick: 200)")
@@ -104,8 +103,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         "(DATASETS.TRAIN, its mapper and workers, SOLVER.IMS_PER_BATCH; --warmup, --iters)")
     p.add_argument("--profile", metavar="VARIANT",
                    help="instead of the tables: torch.profiler of train steps of vanilla and VARIANT per size")
-    p.add_argument("--profile-iters", type=int, default=2, help="profiled train steps per model")
-    p.add_argument("--top", type=int, default=15, help="rows of the profile tables")
+    p.add_argument("--profile-iters", type=int, default=2, help="profiled train steps per model (default: %(default)s)")
+    p.add_argument("--top", type=int, default=15, help="rows of the profile tables (default: %(default)s)")
     p.add_argument("--output", help="write PREFIX.md and PREFIX.json")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ...")
@@ -119,6 +118,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def _complete(args: argparse.Namespace) -> None:
     """Fill the options left unset from the full or the --quick preset; parse sizes and variants."""
+    import torch
+    from polar_rcnn import analysis as B
+
     quick = args.quick
     args.threads = args.threads if args.threads > 0 else torch.get_num_threads()
     args.sizes = [B.parse_size(s) for s in (args.sizes or (["320x480"] if quick else ["800x1333", "320x480"]))]
@@ -130,6 +132,14 @@ def _complete(args: argparse.Namespace) -> None:
     if args.mapper_workers is None:
         args.mapper_workers = [0, 1, os.cpu_count() or 1]
     args.mapper_workers = sorted(set(args.mapper_workers))
+    derived = []
+    for text in args.derived:
+        mode, _, where = text.partition("@")
+        if mode not in ("stokes", "dolp_aolp_trig") or where not in ("model", "loader"):
+            raise ValueError(f"--derived takes DERIVED@WHERE with DERIVED stokes or dolp_aolp_trig and WHERE model "
+                             f"or loader, got {text!r}")
+        derived.append((mode, where))
+    args.derived = derived
     args.mapper_repeats = (1 if quick else 3) if args.mapper_repeats is None else args.mapper_repeats
     if args.worker_memory_samples is None:
         args.worker_memory_samples = 200 if quick else 2000
@@ -156,6 +166,13 @@ def iters_for(args, size) -> int:
     return args.iters or (2 if args.quick or size[0] * size[1] >= LARGE_PIXELS else 3)
 
 
+def derived_modes(base, derived):
+    """The ``--derived`` mappers that apply to ``base``: derived inputs need polarization-angle stacks."""
+    if base.INPUT.STACK.POLARIZATION != "angles" or not base.INPUT.STACK.ENABLED:
+        return []
+    return derived
+
+
 def mapper_samples_for(args, size) -> int:
     if args.mapper_samples:
         return args.mapper_samples
@@ -169,6 +186,10 @@ def _size_text(size) -> str:
 # ------------------------------------------------------------------------------------- machine
 def machine_info(args) -> Dict[str, Any]:
     """What the numbers were measured on."""
+    import cv2
+    import detectron2
+    import torch
+
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout.splitlines()[:10]
     except (OSError, subprocess.SubprocessError):
@@ -220,6 +241,10 @@ def _progress(start: float):
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
     """Measure everything the options ask for; returns the report (see :func:`to_markdown`)."""
+    import torch
+    from polar_rcnn import analysis as B
+    from polar_rcnn.architecture import num_classes
+
     torch.set_num_threads(args.threads)
     progress = _progress(time.perf_counter())
     base = B.base_config(args.config_file, args.opts, depth=args.depth, channels=args.channels, device=args.device)
@@ -253,7 +278,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                 if args.mapper_workers:
                     report["mappers"] += B.measure_mappers(base, size, records, args.mapper_workers,
                                                            mapper_samples_for(args, size), args.mapper_repeats,
-                                                           scales=args.mapper_scales, progress=progress)
+                                                           scales=args.mapper_scales, progress=progress,
+                                                           derived=derived_modes(base, args.derived))
                 if args.worker_memory_samples and size == min(args.sizes, key=lambda s: s[0] * s[1]):
                     dtype = "uint16" if "uint16" in records else list(records)[0]
                     workers = max(1, max(args.mapper_workers or [1]))
@@ -274,6 +300,10 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
 def run_profile(args, base, size, progress) -> Dict[str, Any]:
     """torch.profiler over train steps of vanilla and one polar variant at ``size``: self CPU time
     per op (and per op and input shapes) of both, sorted by the polar model's extra time."""
+    from detectron2.utils.events import EventStorage
+    from polar_rcnn import analysis as B
+    from polar_rcnn.architecture import num_classes
+
     vanilla_v, polar_v = args.variants
     batch = B.random_batch(batch_for(args, size), *size, base.MODEL.POLAR.IN_CHANNELS,
                            num_classes=num_classes(base), seed=args.seed)
@@ -335,9 +365,9 @@ def evaluate_targets(report: Dict[str, Any]) -> List[Dict[str, Any]]:
     if mapper_rows:
         workers = min(r["workers"] for r in mapper_rows)
         for r in mapper_rows:
-            if r["mapper"] == "polar" and r["workers"] == workers:
+            if r["mapper"].startswith("polar") and r["workers"] == workers:
                 ratio = r["ms_per_sample_ratio"]
-                out.append({"target": f"polar mapper ({r['stack_dtype']}) at {r['size']}, resize "
+                out.append({"target": f"{r['mapper']} mapper ({r['stack_dtype']}) at {r['size']}, resize "
                                       f"x{r.get('resize', 1.0):g}, {workers} workers: "
                                       f"time per sample <= {MAPPER_LIMIT}x RGB mapper",
                             "measured": f"{ratio:.2f}x", "met": ratio <= MAPPER_LIMIT})
@@ -473,6 +503,8 @@ def _loads(values) -> str:
 
 
 def _profile_markdown(profiles: List[Dict[str, Any]]) -> List[str]:
+    from polar_rcnn import analysis as B
+
     lines = []
     for p in profiles:
         v = p["variant"]

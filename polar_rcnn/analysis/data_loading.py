@@ -82,11 +82,36 @@ def mapper_config(base: CfgNode, size: Tuple[int, int], scale: float = 1.0) -> C
     return cfg
 
 
-def build_mappers(base: CfgNode, size: Tuple[int, int], scale: float = 1.0) -> Dict[str, Callable]:
+def derived_config(base: CfgNode, derived: str, derived_on: str = "model") -> CfgNode:
+    """``base`` (raw stacks of ``MODEL.POLAR.IN_CHANNELS`` channels) with model input ``derived``
+    (``INPUT.STACK.DERIVED``) computed ``derived_on`` the model or the loader."""
+    cfg = base.clone()
+    cfg.defrost()
+    if derived != "raw":
+        raw = int(cfg.INPUT.STACK.CHANNELS) or int(cfg.MODEL.POLAR.IN_CHANNELS)
+        cfg.INPUT.STACK.CHANNELS = raw
+        cfg.MODEL.POLAR.IN_CHANNELS = 3 * raw // len(cfg.INPUT.STACK.ANGLES)
+        cfg.MODEL.POLAR.STACK_MEAN, cfg.MODEL.POLAR.STACK_STD = [0.0], [1.0]
+    cfg.INPUT.STACK.DERIVED, cfg.INPUT.STACK.DERIVED_ON = derived, derived_on
+    return cfg
+
+
+def mapper_name(derived: str = "raw", derived_on: str = "model") -> str:
+    """The mapper column of :func:`measure_mappers`: "polar", or e.g. "polar stokes@loader"."""
+    return "polar" if derived == "raw" else f"polar {derived}@{derived_on}"
+
+
+def build_mappers(base: CfgNode, size: Tuple[int, int], scale: float = 1.0,
+                  derived: Sequence[Tuple[str, str]] = ()) -> Dict[str, Callable]:
     """``{"rgb": Detectron2's DatasetMapper, "polar": PolarDatasetMapper}`` for training at ``size``
-    resized by ``scale``."""
+    resized by ``scale``, plus a polar mapper per ``(INPUT.STACK.DERIVED, DERIVED_ON)`` in
+    ``derived`` (named by :func:`mapper_name`)."""
     cfg = mapper_config(base, size, scale)
-    return {"rgb": DatasetMapper(cfg, is_train=True), "polar": PolarDatasetMapper(cfg, is_train=True)}
+    mappers = {"rgb": DatasetMapper(cfg, is_train=True), "polar": PolarDatasetMapper(cfg, is_train=True)}
+    for mode, where in derived:
+        if mode != "raw":
+            mappers[mapper_name(mode, where)] = PolarDatasetMapper(derived_config(cfg, mode, where), is_train=True)
+    return mappers
 
 
 class _MappedRecords(Dataset):
@@ -128,14 +153,18 @@ def mapper_throughput(mapper: Callable, records: List[Dict[str, Any]], num_worke
 
 def measure_mappers(base: CfgNode, size: Tuple[int, int], records: Mapping[str, List[Dict[str, Any]]],
                     workers: Sequence[int], num_samples: int, repeats: int = 3, scales: Sequence[float] = (1.0,),
+                    derived: Sequence[Tuple[str, str]] = (),
                     progress: Callable[[str], None] = logger.info) -> List[Dict[str, Any]]:
     """Rows (size, resize scale, mapper, stack dtype, workers, median samples/s and ms/sample, ratio
-    of ms/sample to the RGB mapper's with the same scale and workers). The RGB mapper reads the
-    images of the first dtype's records; configurations are interleaved over ``repeats``."""
+    of ms/sample to the RGB mapper's with the same scale and workers) for the RGB mapper, the polar
+    one and one per ``(INPUT.STACK.DERIVED, DERIVED_ON)`` in ``derived`` (polarization-angle stacks).
+    The RGB mapper reads the images of the first dtype's records; configurations are interleaved
+    over ``repeats``."""
     dtypes = list(records)
-    cases = [("rgb", dtypes[0], None)] + [("polar", d, d) for d in dtypes]
+    polar = ["polar"] + [mapper_name(m, w) for m, w in derived if m != "raw"]
+    cases = [("rgb", dtypes[0], None)] + [(name, d, d) for name in polar for d in dtypes]
     size_text = f"{size[0]}x{size[1]}"
-    mappers = {scale: build_mappers(base, size, scale) for scale in scales}
+    mappers = {scale: build_mappers(base, size, scale, derived) for scale in scales}
     results = {(scale, c[0], c[2], w): [] for scale in scales for c in cases for w in workers}
     for rep in range(repeats):
         progress(f"{size_text}: mappers, round {rep + 1}/{repeats}")

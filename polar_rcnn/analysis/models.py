@@ -15,6 +15,7 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from ..architecture import num_classes
+from ..data import loader_stack_channels
 from .memory import PeakMemory, _status_kb, peak_rss_mb, run_in_fresh_process
 from .variants import VANILLA, ModelVariant, build_variant_model, count_flops, base_config, is_polar, num_parameters, variant_config
 
@@ -119,7 +120,7 @@ def peak_memory_in_fresh_process(config_file: str, opts: Sequence[str], override
     torch.set_num_threads(threads)
     cfg = variant_config(base_config(config_file, opts, depth=depth, channels=channels), overrides)
     model = build_variant_model(cfg, seed=seed)
-    batch = random_batch(batch_size, *size, cfg.MODEL.POLAR.IN_CHANNELS, num_classes=num_classes(cfg), seed=seed)
+    batch = random_batch(batch_size, *size, loader_stack_channels(cfg), num_classes=num_classes(cfg), seed=seed)
     runner = ModelRunner(cfg, model, batch)
     built = _status_kb("VmRSS") / 1024.0
     runner.infer_step()
@@ -149,7 +150,7 @@ def measure_models(base: CfgNode, variants: Sequence[ModelVariant], size: Tuple[
         raise ValueError(f"memory must be 'subprocess', 'inprocess' or 'off', got {memory!r}")
     device = torch.device(base.MODEL.DEVICE)
     cfgs = [variant_config(base, v.overrides) for v in variants]
-    batch = random_batch(batch_size, *size, base.MODEL.POLAR.IN_CHANNELS, num_classes=num_classes(base), seed=seed)
+    batch = random_batch(batch_size, *size, loader_stack_channels(base), num_classes=num_classes(base), seed=seed)
     rows, runners = [], []
     vanilla_state = None
     for v, cfg in zip(variants, cfgs):

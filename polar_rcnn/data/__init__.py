@@ -8,7 +8,8 @@ from .bad_samples import BadSampleReport, read_bad_samples
 from .datasets import load_polar_coco_json, register_datasets_from_config, register_polar_coco_instances
 from .errors import AnnotationError, DataError, DatasetError, ImageError, StackError
 from .mapper import PolarDatasetMapper, StackAugInput, StackData, apply_geometric_transforms, stack_values, transform_stack
-from .polar_layout import PolarLayout, check_stack_config, derived_channels, polar_layout_from_config
+from .polar_layout import (PolarLayout, check_stack_config, derived_channels, loader_stack_channels,
+                           polar_layout_from_config)
 from .reader import SampleReader, read_image_file
 from .stack_io import STACK_EXTENSIONS, load_stack, read_stack, resize_stack
 from .train_loader import EmptyTrainingSetError, TrainLoader, build_train_loader
@@ -37,6 +38,7 @@ __all__ = [
     "transform_stack",
     "check_stack_config",
     "derived_channels",
+    "loader_stack_channels",
     "load_polar_coco_json",
     "load_stack",
     "polar_layout_from_config",

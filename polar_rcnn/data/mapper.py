@@ -4,7 +4,8 @@ Geometric transforms (resize, crop, flip, ...) are applied to the image and the 
 flip also mirrors the polarization angles of a polarization stack (:meth:`PolarLayout.mirror`).
 Photometric transforms change the RGB image only, unless ``INPUT.STACK.PHOTOMETRIC`` (then
 brightness gains scale the stack too). Derived inputs (``INPUT.STACK.DERIVED``) are computed
-after augmentation. Bad samples raise a :class:`~polar_rcnn.data.errors.DataError` naming the
+by the model on its device (``INPUT.STACK.DERIVED_ON`` "model") or here after augmentation
+("loader"). Bad samples raise a :class:`~polar_rcnn.data.errors.DataError` naming the
 file, or are skipped during training (``DATASETS.ON_BAD_SAMPLE: "skip"``, see :mod:`.bad_samples`).
 """
 import copy
@@ -179,8 +180,8 @@ class PolarDatasetMapper(DatasetMapper):
     transformed exactly like the image, as ``"stack"``: a (C, H, W) tensor in the file's dtype
     (uint8 / uint16 / float16 / float32; channels-last strides for HWC files) with
     ``"stack_scale"`` (``INPUT.STACK.SCALE``, or by dtype: 1/65535 for uint16) when it is not 1,
-    or the float32 inputs of ``INPUT.STACK.DERIVED``. Conversion, scaling and normalization
-    happen in the model, like the image's. Returns None for a skipped bad training sample.
+    or, with ``INPUT.STACK.DERIVED_ON`` "loader", the float32 inputs of ``INPUT.STACK.DERIVED``.
+    Conversion, scaling, derived inputs and normalization happen in the model, like the image's. Returns None for a skipped bad training sample.
     """
 
     @configurable
@@ -308,7 +309,7 @@ class PolarDatasetMapper(DatasetMapper):
         image_shape = image.shape[:2]  # h, w
         dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
         if stack_data is not None:
-            if self.reader.derived != "raw":
+            if self.reader.derives_in_loader:
                 stack_data = StackData(self.reader.derive(stack_data.values()))
             # stored dtype, channels-last when the file is: the model converts, scales and normalizes
             dataset_dict["stack"] = stack_data.to_tensor()

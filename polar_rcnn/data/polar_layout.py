@@ -16,7 +16,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from . import polarization as P
+from .. import polarization as P
 
 POLARIZATIONS = ("", "angles", "stokes", "dolp_aolp")
 DERIVED_INPUTS = ("raw", "stokes", "dolp_aolp_trig")
@@ -143,6 +143,14 @@ def derived_channels(cfg) -> int:
     return polar_layout_from_config(cfg).derived_channels(cfg.INPUT.STACK.DERIVED)
 
 
+def loader_stack_channels(cfg) -> int:
+    """Channels of the ``"stack"`` the loader hands the model: the stored ones, or the derived
+    ones when ``INPUT.STACK.DERIVED_ON`` is "loader"."""
+    if cfg.INPUT.STACK.DERIVED != "raw" and cfg.INPUT.STACK.DERIVED_ON == "loader":
+        return derived_channels(cfg)
+    return raw_stack_channels(cfg)
+
+
 def check_stack_config(cfg) -> PolarLayout:
     """Validate ``INPUT.STACK`` against ``MODEL.POLAR.IN_CHANNELS``; ValueError saying what to set."""
     layout = polar_layout_from_config(cfg)
@@ -163,6 +171,7 @@ __all__ = [
     "PolarLayout",
     "check_stack_config",
     "derived_channels",
+    "loader_stack_channels",
     "polar_layout_from_config",
     "raw_stack_channels",
 ]

@@ -15,6 +15,7 @@ import numpy as np
 
 from detectron2.data import detection_utils as utils
 
+from ..config import DERIVED_ON_CHOICES
 from .errors import ImageError
 from .polar_layout import DERIVED_INPUTS, PolarLayout, check_stack_config, raw_stack_channels
 from .stack_io import LAYOUTS, prepare_stack, read_stack, stack_scale, stack_to_float
@@ -49,6 +50,7 @@ class SampleReader:
     resize_mismatched: bool = False  # INPUT.STACK.RESIZE_MISMATCHED
     polar_layout: Optional[PolarLayout] = None  # channel meaning (flips, derived inputs)
     derived: str = "raw"  # INPUT.STACK.DERIVED
+    derived_on: str = "model"  # INPUT.STACK.DERIVED_ON
 
     def __post_init__(self):
         if not self.stacks:
@@ -57,6 +59,8 @@ class SampleReader:
             raise ValueError(f"INPUT.STACK.LAYOUT must be one of {LAYOUTS}, got {self.layout!r}")
         if self.derived not in DERIVED_INPUTS:
             raise ValueError(f"INPUT.STACK.DERIVED must be one of {DERIVED_INPUTS}, got {self.derived!r}")
+        if self.derived_on not in DERIVED_ON_CHOICES:
+            raise ValueError(f"INPUT.STACK.DERIVED_ON must be one of {DERIVED_ON_CHOICES}, got {self.derived_on!r}")
         if self.polar_layout is None:
             if self.derived != "raw":
                 raise ValueError(f"INPUT.STACK.DERIVED {self.derived!r} needs a polar_layout (INPUT.STACK.POLARIZATION)")
@@ -81,6 +85,7 @@ class SampleReader:
             resize_mismatched=s.RESIZE_MISMATCHED,
             polar_layout=layout,
             derived=s.DERIVED,
+            derived_on=s.DERIVED_ON,
         )
 
     # ------------------------------------------------------------------------------- images
@@ -122,3 +127,9 @@ class SampleReader:
         if self.polar_layout is None or self.derived == "raw":
             return stack
         return self.polar_layout.derive(stack, self.derived)
+
+    @property
+    def derives_in_loader(self) -> bool:
+        """Whether the loader hands the model derived inputs (``INPUT.STACK.DERIVED_ON`` "loader");
+        otherwise it hands the stack as stored and the model derives them on its device."""
+        return self.derived != "raw" and self.derived_on == "loader"

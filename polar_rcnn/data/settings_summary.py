@@ -48,7 +48,8 @@ def stack_settings_summary(cfg) -> str:
     if s.DERIVED == "raw":
         model_input = f"model input the raw {layout.channels} channels"
     else:
-        model_input = f"model input {s.DERIVED} ({cfg.MODEL.POLAR.IN_CHANNELS} channels)"
+        where = "on the model's device" if s.DERIVED_ON == "model" else "in the loader"
+        model_input = f"model input {s.DERIVED} ({cfg.MODEL.POLAR.IN_CHANNELS} channels, computed {where})"
     parts = [
         f"Stack: {layout.channels} channels {s.LAYOUT}",
         scale,

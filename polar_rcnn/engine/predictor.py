@@ -18,7 +18,7 @@ class PolarPredictor:
 
     ``predictor(image_bgr, stack)`` with ``image_bgr`` an (H, W, 3) uint8 BGR array (as cv2 reads it)
     and ``stack`` the (H, W, C) float array of its stack file as :func:`polar_rcnn.data.load_stack`
-    returns it (scaled, not derived: ``INPUT.STACK.DERIVED`` is applied here as in the mapper),
+    returns it (scaled, not derived: ``INPUT.STACK.DERIVED`` is applied as in training, here or in the model),
     or None for image-only inference.
     """
 
@@ -52,6 +52,8 @@ class PolarPredictor:
             if stack is not None:
                 if not self.reader.stacks:
                     raise ValueError("this model reads no stack (INPUT.STACK.ENABLED False): pass stack=None")
-                stack = self.reader.derive(aug_input.stack)
+                stack = aug_input.stack
+                if self.reader.derives_in_loader:
+                    stack = self.reader.derive(stack)
                 inputs["stack"] = torch.as_tensor(np.ascontiguousarray(stack.transpose(2, 0, 1)))
             return self.model([inputs])[0]

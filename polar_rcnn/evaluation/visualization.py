@@ -24,7 +24,7 @@ from detectron2.utils.colormap import colormap
 from detectron2.utils.visualizer import Visualizer
 
 from ..data.polar_layout import PolarLayout
-from ..data.polarization import dolp_aolp, dolp_aolp_from_stack
+from ..polarization import dolp_aolp, dolp_aolp_from_stack
 
 Panel = Tuple[str, np.ndarray]  # (caption, (H, W, 3) RGB uint8)
 

@@ -10,6 +10,7 @@ from .fusion import build_polar_fusion, fusion_names, register_fusion
 from .injection import Injection, fused_name
 from .meta_arch import PolarInputsMixin, PolarRCNN, PolarRetinaNet
 from .polar_branch import PolarBranch
+from .stack_derivation import StackDerivation, stack_derivation_from_config
 
 __all__ = [
     "EarlyFusionFPN",
@@ -20,6 +21,7 @@ __all__ = [
     "PolarInputsMixin",
     "PolarRCNN",
     "PolarRetinaNet",
+    "StackDerivation",
     "build_early_fusion_resnet_fpn_backbone",
     "build_early_fusion_retinanet_resnet_fpn_backbone",
     "build_polar_fusion",
@@ -28,4 +30,5 @@ __all__ = [
     "fused_name",
     "fusion_names",
     "register_fusion",
+    "stack_derivation_from_config",
 ]

@@ -1,7 +1,8 @@
 """Meta-architectures that carry the stack from the batched inputs to a polar backbone."""
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
+from torch import nn
 
 from detectron2.config import configurable
 from detectron2.modeling import (
@@ -15,6 +16,7 @@ from detectron2.modeling import (
 from detectron2.structures import ImageList
 
 from .injection import FUSED_SUFFIX, Injection
+from .stack_derivation import stack_derivation_from_config
 
 
 def _per_channel(values: Sequence[float], channels: int, key: str) -> torch.Tensor:
@@ -32,6 +34,7 @@ def polar_inputs_config(cfg) -> dict:
         "stack_mean": cfg.MODEL.POLAR.STACK_MEAN,
         "stack_std": cfg.MODEL.POLAR.STACK_STD,
         "modality_dropout": cfg.MODEL.POLAR.MODALITY_DROPOUT,
+        "stack_derivation": stack_derivation_from_config(cfg),
     }
 
 
@@ -44,7 +47,8 @@ class PolarInputsMixin:
     """``preprocess_image`` for meta-architectures whose inputs may carry ``"stack"``: a (C, H, W)
     tensor aligned with ``"image"`` (any dtype and strides, e.g. uint16 channels-last from
     :class:`~polar_rcnn.data.PolarDatasetMapper`; its values times the optional ``"stack_scale"``
-    are what ``MODEL.POLAR.STACK_MEAN/STD`` normalize).
+    are what ``MODEL.POLAR.STACK_MEAN/STD`` normalize, after ``stack_derivation`` when there is one:
+    the inputs then carry the stored stack and the derived input is computed here, on the device).
 
     Normalizes image and stack, appends an availability plane (0 for inputs without a stack, which
     then get image-only features) and pads them together, so the stack is padded exactly like the
@@ -56,7 +60,7 @@ class PolarInputsMixin:
     """
 
     def _init_polar_inputs(self, stack_mean: Sequence[float], stack_std: Sequence[float],
-                           modality_dropout: float = 0.0) -> None:
+                           modality_dropout: float = 0.0, stack_derivation: Optional[nn.Module] = None) -> None:
         stack_channels = getattr(self.backbone, "stack_channels", None)
         if stack_channels is None:
             raise ValueError(
@@ -66,7 +70,13 @@ class PolarInputsMixin:
             )
         if not 0.0 <= modality_dropout <= 1.0:
             raise ValueError(f"MODEL.POLAR.MODALITY_DROPOUT must be in [0, 1], got {modality_dropout}")
+        if stack_derivation is not None and stack_derivation.out_channels != stack_channels:
+            raise ValueError(f"the stack derivation gives {stack_derivation.out_channels} channels, the backbone "
+                             f"reads {stack_channels} (MODEL.POLAR.IN_CHANNELS)")
         self.stack_channels = stack_channels
+        self.stack_derivation = stack_derivation
+        # channels of the inputs' "stack": what the derivation reads, else what the backbone reads
+        self.input_stack_channels = stack_derivation.in_channels if stack_derivation is not None else stack_channels
         self.modality_dropout = float(modality_dropout)
         self.register_buffer("stack_mean", _per_channel(stack_mean, stack_channels, "MODEL.POLAR.STACK_MEAN"), False)
         self.register_buffer("stack_std", _per_channel(stack_std, stack_channels, "MODEL.POLAR.STACK_STD"), False)
@@ -100,17 +110,24 @@ class PolarInputsMixin:
             batch[i, :, :h, w:].zero_()
             batch[i, :c_image, :h, :w].copy_(image).sub_(self.pixel_mean).div_(self.pixel_std)
             stack = inputs.get("stack")
-            if stack is not None and tuple(stack.shape) != (c_stack, h, w):
+            if stack is not None and tuple(stack.shape) != (self.input_stack_channels, h, w):
                 raise ValueError(
                     f"{inputs.get('file_name', 'input')}: stack of shape {tuple(stack.shape)} does not "
-                    f"match its image; expected ({c_stack}, {h}, {w})"
+                    f"match its image; expected ({self.input_stack_channels}, {h}, {w})"
                 )
             if stack is None or drop:
                 batch[i, c_image:, :h, :w].zero_()  # zeros and availability 0: image-only features
                 continue
             scale = float(inputs.get("stack_scale", 1.0))
             out = batch[i, c_image : c_image + c_stack, :h, :w]
-            out.copy_(stack.to(self.device, non_blocking=True))
+            if self.stack_derivation is None:
+                out.copy_(stack.to(self.device, non_blocking=True))
+            else:
+                values = stack.to(self.device, non_blocking=True).to(out.dtype)
+                if scale != 1.0:
+                    values = values * scale
+                out.copy_(self.stack_derivation(values))
+                scale = 1.0
             out.mul_(scale / self.stack_std).sub_(self.stack_mean / self.stack_std)  # (x * scale - mean) / std
             batch[i, -1, :h, :w] = 1.0
         return ImageList(batch, sizes)
@@ -129,15 +146,17 @@ class PolarRCNN(PolarInputsMixin, GeneralizedRCNN):
 
     @configurable
     def __init__(self, *, stack_mean: Sequence[float], stack_std: Sequence[float],
-                 modality_dropout: float = 0.0, **kwargs):
+                 modality_dropout: float = 0.0, stack_derivation: Optional[nn.Module] = None, **kwargs):
         """
         Args:
             stack_mean, stack_std: per-channel stack normalization (1 value or ``stack_channels``).
             modality_dropout: probability of dropping an input's stack in training.
+            stack_derivation: computes the backbone's stack input from the inputs' stored stack
+                (:class:`~polar_rcnn.modeling.StackDerivation`), or None: the inputs carry it.
             kwargs: arguments of :class:`GeneralizedRCNN`.
         """
         super().__init__(**kwargs)
-        self._init_polar_inputs(stack_mean, stack_std, modality_dropout)
+        self._init_polar_inputs(stack_mean, stack_std, modality_dropout, stack_derivation)
 
     @classmethod
     def from_config(cls, cfg):
@@ -167,14 +186,14 @@ class PolarRetinaNet(PolarInputsMixin, RetinaNet):
 
     @configurable
     def __init__(self, *, stack_mean: Sequence[float], stack_std: Sequence[float],
-                 modality_dropout: float = 0.0, **kwargs):
+                 modality_dropout: float = 0.0, stack_derivation: Optional[nn.Module] = None, **kwargs):
         """
         Args:
-            stack_mean, stack_std, modality_dropout: as in :class:`PolarRCNN`.
+            stack_mean, stack_std, modality_dropout, stack_derivation: as in :class:`PolarRCNN`.
             kwargs: arguments of :class:`RetinaNet`.
         """
         super().__init__(**kwargs)
-        self._init_polar_inputs(stack_mean, stack_std, modality_dropout)
+        self._init_polar_inputs(stack_mean, stack_std, modality_dropout, stack_derivation)
 
     @classmethod
     def from_config(cls, cfg):

@@ -16,7 +16,7 @@ from polar_rcnn.data import (
     apply_geometric_transforms,
     derived_channels,
 )
-from polar_rcnn.data.polarization import dolp_aolp, dolp_aolp_from_stack, stokes_from_intensities
+from polar_rcnn.polarization import dolp_aolp, dolp_aolp_from_stack, stokes_from_intensities
 from polar_rcnn.data.synthetic import malus_stack
 
 H, W, BANDS = 24, 32, 2
@@ -165,7 +165,7 @@ def test_derived_channels_and_the_in_channels_check():
 
 
 def test_mapper_flips_then_derives(tmp_path):
-    """Through the mapper: an hflip and DERIVED dolp_aolp_trig give cos 2phi' = cos 2phi,
+    """Through the mapper (DERIVED_ON "loader"): an hflip and DERIVED dolp_aolp_trig give cos 2phi' = cos 2phi,
     sin 2phi' = -sin 2phi at the mirrored pixel."""
     s0, dolp, phi = scene()
     raw = as_layout("angles", s0, dolp, phi)
@@ -176,7 +176,8 @@ def test_mapper_flips_then_derives(tmp_path):
               "height": H, "width": W,
               "annotations": [{"bbox": [2, 2, 8, 8], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0}]}
     cfg = get_polar_cfg(MODEL__POLAR__IN_CHANNELS=3 * BANDS, INPUT__STACK__CHANNELS=4 * BANDS,
-                        INPUT__STACK__DERIVED="dolp_aolp_trig", INPUT__STACK__POLARIZATION="angles")
+                        INPUT__STACK__DERIVED="dolp_aolp_trig", INPUT__STACK__POLARIZATION="angles",
+                        INPUT__STACK__DERIVED_ON="loader")
     mapper = PolarDatasetMapper(cfg, is_train=True, augmentations=[T.RandomFlip(prob=1.0)])
     out = mapper(record)["stack"].numpy().transpose(1, 2, 0).reshape(H, W, BANDS, 3)
     np.testing.assert_allclose(out[..., 0, 0], dolp[:, ::-1], atol=1e-3)

@@ -28,7 +28,7 @@ def test_polarization_angles_derived_and_normalization():
                       MODEL__POLAR__MODALITY_DROPOUT=0.2)
     line = stack_settings_summary(cfg)
     for part in ("24 channels CHW", "scale 0.001", "polarization angles [0, 45, 90, 135] deg x 6 bands",
-                 "horizontal flips mirror the polarization angles", "model input dolp_aolp_trig (18 channels)",
+                 "horizontal flips mirror the polarization angles", "model input dolp_aolp_trig (18 channels, computed on the model's device)",
                  "normalization from the config (MODEL.POLAR.STACK_MEAN [0.5, 0.5, 0.5, ... (18 values)], "
                  "STACK_STD [0.25, 0.25, 0.25, ... (18 values)])", "photometric on", "modality dropout 0.2"):
         assert part in line, (part, line)

@@ -7,6 +7,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
 from tests.common import DEMO_CONFIG, TEST_STACK_CHANNELS, get_polar_cfg, random_inputs, without
+from polar_rcnn.data import loader_stack_channels
 from polar_rcnn.modeling import EarlyFusionFPN, EarlyFusionStem, PolarRCNN
 from tests.modeling.polar_test_utils import VANILLA, build, detections_differ, max_detection_diff, nonzero_grad, predict, train_losses
 
@@ -91,5 +92,5 @@ def test_shipped_config_builds_and_runs():
     cfg.merge_from_file(CONFIG)  # its own stack channels and normalization
     model = build(cfg=cfg)
     assert isinstance(model.backbone, EarlyFusionFPN)
-    losses = train_losses(model, random_inputs(1, (64, 96), channels=cfg.MODEL.POLAR.IN_CHANNELS, seed=5))
+    losses = train_losses(model, random_inputs(1, (64, 96), channels=loader_stack_channels(cfg), seed=5))
     assert "loss_rpn_cls" in losses

@@ -7,6 +7,7 @@ import torch
 from detectron2.modeling import build_backbone
 
 from tests.common import CONFIG_DIR, TEST_STACK_CHANNELS, get_polar_cfg, random_inputs, without
+from polar_rcnn.data import loader_stack_channels
 from polar_rcnn.modeling import PolarFPN, PolarRetinaNet, fused_name
 from tests.modeling.polar_test_utils import VANILLA, add_box_masks, build, max_detection_diff, nonzero_grad, predict, train_losses
 
@@ -87,7 +88,7 @@ def test_shipped_retinanet_config_builds_and_runs():
     assert isinstance(model, PolarRetinaNet)
     model.eval()
     with torch.no_grad():
-        (out,) = model(random_inputs(1, (64, 96), channels=cfg.MODEL.POLAR.IN_CHANNELS, with_instances=False))
+        (out,) = model(random_inputs(1, (64, 96), channels=loader_stack_channels(cfg), with_instances=False))
     assert out["instances"].image_size == (64, 96)
 
 

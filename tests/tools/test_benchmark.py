@@ -98,6 +98,22 @@ def test_mapper_throughput_and_worker_memory(tmp_path):
     assert mem["warm_samples"] >= 2
 
 
+def test_derived_mappers_deliver_what_their_model_reads(tmp_path):
+    """DERIVED_ON "model": the stored uint16 angles (the model derives); "loader": float32 derived."""
+    base = B.base_config(benchmark.DEFAULT_CONFIG, ["INPUT.STACK.POLARIZATION", "angles", "INPUT.STACK.DERIVED",
+                                                    "raw", "INPUT.STACK.CHANNELS", "0"], channels=8)
+    records = B.write_synthetic_files(str(tmp_path), 1, (48, 64), 8, ("uint16",))
+    mappers = B.build_mappers(base, (48, 64), derived=[("stokes", "model"), ("dolp_aolp_trig", "loader")])
+    assert set(mappers) == {"rgb", "polar", "polar stokes@model", "polar dolp_aolp_trig@loader"}
+    on_model = mappers["polar stokes@model"](records["uint16"][0])["stack"]
+    in_loader = mappers["polar dolp_aolp_trig@loader"](records["uint16"][0])["stack"]
+    assert on_model.dtype == torch.uint16 and on_model.shape == (8, 48, 64)
+    assert in_loader.dtype == torch.float32 and in_loader.shape == (6, 48, 64)
+    assert benchmark.derived_modes(base, [("stokes", "model")]) == [("stokes", "model")]
+    base.INPUT.STACK.POLARIZATION = ""
+    assert benchmark.derived_modes(base, [("stokes", "model")]) == []
+
+
 def _report(default_train_ratio, mapper_ratio, last_uss):
     model = dict(size="64x96", batch=1, label="x", params=10, gflops=1.0, train_s=1.0, infer_s=0.5, peak_mb=100.0)
     models = [dict(model, variant="vanilla"), dict(model, variant="default", train_s=default_train_ratio),

@@ -29,6 +29,12 @@ def _stokes_matrix(angles_deg: Tuple[float, ...]) -> np.ndarray:
     return np.asarray(m, np.float32)  # row k = Stokes vector of a unit intensity behind angle k
 
 
+def stokes_matrix(angles_deg: Sequence[float]) -> np.ndarray:
+    """(N, 3) float32 matrix M with (S0, S1, S2) = intensities @ M for polarizers at ``angles_deg``
+    (least squares; a new array)."""
+    return _stokes_matrix(check_angles(angles_deg)).copy()
+
+
 def check_angles(angles_deg: Sequence[float]) -> Tuple[float, ...]:
     """Return the angles as floats; ValueError unless >= 3 of them are distinct modulo 180
     (needed to solve for S0, S1, S2)."""
