@@ -126,7 +126,8 @@ class PolarInputsMixin:
                 values = stack.to(self.device, non_blocking=True).to(out.dtype)
                 if scale != 1.0:
                     values = values * scale
-                out.copy_(self.stack_derivation(values))
+                with torch.autocast(device_type=values.device.type, enabled=False):  # float32 under AMP too
+                    out.copy_(self.stack_derivation(values))
                 scale = 1.0
             out.mul_(scale / self.stack_std).sub_(self.stack_mean / self.stack_std)  # (x * scale - mean) / std
             batch[i, -1, :h, :w] = 1.0

@@ -95,3 +95,22 @@ def test_model_inputs_are_the_same_either_way(tmp_path, derived):
     assert stacks["model"].dtype == torch.uint16 and stacks["model"].shape[0] == 4 * BANDS
     assert stacks["loader"].dtype == torch.float32 and stacks["loader"].shape[0] == 3 * BANDS
     np.testing.assert_allclose(batches["model"].numpy(), batches["loader"].numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_mixed_precision_keeps_the_stack_input_in_float32():
+    """Under bfloat16 autocast (CPU; CUDA AMP alike) the derived, normalized stack is computed in
+    float32, exactly as without autocast, and a polar model trains a step."""
+    from tests.common import random_inputs
+    from tests.modeling.polar_test_utils import train_losses
+
+    cfg = get_polar_cfg(MODEL__POLAR__IN_CHANNELS=3 * BANDS, INPUT__STACK__CHANNELS=4 * BANDS,
+                        INPUT__STACK__POLARIZATION="angles", INPUT__STACK__DERIVED="dolp_aolp_trig")
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    inputs = random_inputs(2, (64, 96), channels=4 * BANDS, seed=3)
+    plain = model.preprocess_image(inputs).tensor
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        mixed = model.preprocess_image(inputs).tensor
+        losses = train_losses(model, inputs)
+    assert mixed.dtype == torch.float32 and torch.equal(mixed, plain)
+    assert set(losses) >= {"loss_rpn_cls", "loss_cls"}
