@@ -17,27 +17,33 @@ import os
 import sys
 from collections import OrderedDict
 
-import torch
-
-from detectron2.modeling import build_model
-
-from polar_rcnn.analysis import POLAR_VARIANTS, VANILLA, VARIANTS as BENCH_VARIANTS
-from polar_rcnn.analysis import base_config, count_flops, num_parameters, variant_config
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE_CONFIG = os.path.join(REPO, "configs", "Base-PolarRCNN-FPN.yaml")
 
-# label -> config overrides on top of the base config (the defaults of polar_rcnn/config.py);
-# shared with tools/benchmark.py (polar_rcnn/analysis)
-VARIANTS = OrderedDict((v.label, dict(v.overrides)) for v in POLAR_VARIANTS.values())
-SHORT_NAMES = {v.name: v.label for v in POLAR_VARIANTS.values()}
+# the short names of polar_rcnn.analysis.POLAR_VARIANTS, here for --help without importing polar_rcnn
+# (tests/tools/test_help.py checks that they match)
+POLAR_VARIANT_NAMES = ("default", "inject_both", "concat", "gate", "channel_attention", "notebook", "notebook_stride4",
+                       "notebook_hidden32", "all_1x1", "one_stage", "lightest", "early")
+
+
+def polar_variants():
+    """(label -> config overrides on top of the base config (the defaults of polar_rcnn/config.py), short name ->
+    label) of the polar variants; shared with tools/benchmark.py (polar_rcnn/analysis)."""
+    from polar_rcnn.analysis import POLAR_VARIANTS
+
+    variants = OrderedDict((v.label, dict(v.overrides)) for v in POLAR_VARIANTS.values())
+    return variants, {v.name: v.label for v in POLAR_VARIANTS.values()}
 
 
 def make_cfg(args, overrides):
+    from polar_rcnn.analysis import base_config, variant_config
+
     return variant_config(base_config(BASE_CONFIG, depth=args.depth, channels=args.channels), overrides)
 
 
 def count(model, inputs):
+    from polar_rcnn.analysis import count_flops, num_parameters
+
     return count_flops(model, inputs), num_parameters(model)
 
 
@@ -48,15 +54,20 @@ def main():
     parser.add_argument("--height", type=int, default=800)
     parser.add_argument("--width", type=int, default=1333)
     parser.add_argument("--variants", nargs="*", default=None,
-                        help=f"subset: {', '.join(SHORT_NAMES)} or full names (default: all)")
+                        help=f"subset: {', '.join(POLAR_VARIANT_NAMES)} or full names (default: all)")
     args = parser.parse_args()
+    import torch
+    from detectron2.modeling import build_model
+    from polar_rcnn.analysis import VANILLA, VARIANTS as BENCH_VARIANTS
+
+    variants, short_names = polar_variants()
     logging.basicConfig(level=logging.WARNING)
     torch.set_grad_enabled(False)
 
-    names = list(VARIANTS) if not args.variants else [SHORT_NAMES.get(v, v) for v in args.variants]
-    unknown = [n for n in names if n not in VARIANTS]
+    names = list(variants) if not args.variants else [short_names.get(v, v) for v in args.variants]
+    unknown = [n for n in names if n not in variants]
     if unknown:
-        parser.error(f"unknown variants {unknown}; choose from {list(SHORT_NAMES)} or {list(VARIANTS)}")
+        parser.error(f"unknown variants {unknown}; choose from {list(short_names)} or {list(variants)}")
 
     g = torch.Generator().manual_seed(0)
     image = torch.rand(3, args.height, args.width, generator=g) * 255
@@ -74,7 +85,7 @@ def main():
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for name in names:
         torch.manual_seed(0)
-        model = build_model(make_cfg(args, VARIANTS[name])).eval()
+        model = build_model(make_cfg(args, variants[name])).eval()
         incompatible = model.load_state_dict(vanilla.state_dict(), strict=False)
         if incompatible.unexpected_keys:
             sys.exit(f"{name}: unexpected keys {incompatible.unexpected_keys}")

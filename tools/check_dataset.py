@@ -20,6 +20,8 @@ than --pair-margin). Every problem is printed as "kind: file: what", then a summ
 
 Exit status: 0 when nothing is wrong (warnings allowed), 1 when problems were found, 2 on usage errors.
 """
+from __future__ import annotations  # the annotations name polar_rcnn types, imported where used
+
 import argparse
 import dataclasses
 import json
@@ -29,32 +31,11 @@ import time
 from collections import Counter, defaultdict
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
-from tabulate import tabulate
-from tqdm import tqdm
-
-from detectron2.data import DatasetCatalog, MetadataCatalog
-
-from polar_rcnn.architecture import num_classes as model_num_classes
-from polar_rcnn.engine.cli import HelpFormatter, setup_tool
-from polar_rcnn.data import STACK_FILE_KEY, DataError
-from polar_rcnn.data.dataset_checks import (
-    PROBLEM_KINDS,
-    CheckOptions,
-    PairItem,
-    Problem,
-    check_records,
-    class_count_warning,
-    frame_order_key,
-    pairing_group,
-    pairing_problems,
-)
-
 logger = logging.getLogger("polar_rcnn.tools.check_dataset")
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", default="", metavar="FILE",
                    help="config yaml (default: Detectron2 + polar-rcnn defaults)")
     p.add_argument("--dataset", action="append", default=[], metavar="NAME",
@@ -66,15 +47,18 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=0, help="worker processes reading files (0: in this process)")
     p.add_argument("--min-pair-corr", type=float, default=0.5,
                    help="flag a stack whose structure NCC with its image is below this (synthetic demo data: "
-                   ">= 0.98 when paired, < 0.06 for another video's image); -1 disables")
+                   ">= 0.98 when paired, < 0.06 for another video's image); -1 disables (default: %(default)s)")
     p.add_argument("--pair-margin", type=float, default=0.05,
-                   help="flag a stack whose NCC with a neighbouring frame's image exceeds its own by more than this")
+                   help="flag a stack whose NCC with a neighbouring frame's image exceeds its own by more than this "
+                   "(default: %(default)s)")
     p.add_argument("--neighbours", type=int, default=3,
-                   help="frames compared on each side (same video_id, else file order); 0 disables that check")
+                   help="frames compared on each side (same video_id, else file order); 0 disables that check "
+                   "(default: %(default)s)")
     p.add_argument("--pair-size", type=int, default=128,
-                   help="longer side in pixels of the downsampled maps compared for pairing")
+                   help="longer side in pixels of the downsampled maps compared for pairing (default: %(default)s)")
     p.add_argument("--no-pairing", action="store_true", help="skip the image/stack pairing check")
-    p.add_argument("--show", type=int, default=3, metavar="N", help="files listed per problem kind in the summary")
+    p.add_argument("--show", type=int, default=3, metavar="N",
+                   help="files listed per problem kind in the summary (default: %(default)s)")
     p.add_argument("--output", default="", metavar="FILE.json", help="also write every problem to this JSON file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("opts", nargs=argparse.REMAINDER, default=[],
@@ -95,6 +79,10 @@ def dataset_names(cfg, requested: Sequence[str]) -> List[str]:
 
 def load_records(name: str):
     """Records of ``name``, or an empty list and the ``dataset_*`` problem when its loader fails."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from polar_rcnn.data import DataError
+    from polar_rcnn.data.dataset_checks import Problem
+
     try:
         return DatasetCatalog.get(name), []
     except DataError as e:
@@ -108,12 +96,17 @@ def num_classes(cfg, name: str) -> Optional[int]:
     """Categories an annotation may have: the dataset's, and fewer if the model's class count
     (MODEL.ROI_HEADS.NUM_CLASSES, RetinaNet: MODEL.RETINANET.NUM_CLASSES) is smaller (the mapper
     rejects those)."""
+    from detectron2.data import MetadataCatalog
+    from polar_rcnn.architecture import num_classes as model_num_classes
+
     classes = MetadataCatalog.get(name).get("thing_classes")
     limits = [model_num_classes(cfg)] + ([len(classes)] if classes else [])
     return min(limits)
 
 
 def sample(records: List[Dict], max_images: int, seed: int) -> List[Dict]:
+    import numpy as np
+
     if not max_images or len(records) <= max_images:
         return records
     keep = np.sort(np.random.default_rng(seed).choice(len(records), max_images, replace=False))
@@ -122,6 +115,12 @@ def sample(records: List[Dict], max_images: int, seed: int) -> List[Dict]:
 
 def check_dataset(name: str, cfg, args) -> Tuple[int, List[Problem], List[str]]:
     """Check one registered dataset; return (images checked, problems, warnings)."""
+    from tqdm import tqdm
+    from detectron2.data import MetadataCatalog
+    from polar_rcnn.data import STACK_FILE_KEY
+    from polar_rcnn.data.dataset_checks import (CheckOptions, PairItem, check_records, class_count_warning,
+                                                frame_order_key, pairing_group, pairing_problems)
+
     records, problems = load_records(name)
     warning = class_count_warning(cfg, MetadataCatalog.get(name).get("thing_classes")) if records else None
     warnings = [f"[{name}] {warning}"] if warning else []
@@ -151,6 +150,9 @@ def check_dataset(name: str, cfg, args) -> Tuple[int, List[Problem], List[str]]:
 
 
 def summary_table(problems: List[Problem], show: int) -> str:
+    from tabulate import tabulate
+    from polar_rcnn.data.dataset_checks import PROBLEM_KINDS
+
     counts = Counter(p.kind for p in problems)
     files = defaultdict(list)
     for p in problems:
@@ -163,6 +165,9 @@ def summary_table(problems: List[Problem], show: int) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
+    from detectron2.data import DatasetCatalog
+    from polar_rcnn.engine.cli import setup_tool
+
     cfg = setup_tool(args.config_file, args.opts)
     if cfg is None:
         return 2

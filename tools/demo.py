@@ -14,12 +14,6 @@ import subprocess
 import sys
 import time
 
-from detectron2.config import get_cfg
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.utils.logger import setup_logger
-
-from polar_rcnn import add_polar_config, evaluation
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs", "faster_rcnn_R_18_FPN_demo_polar_synth.yaml")
 logger = logging.getLogger("polar_rcnn.demo")
@@ -32,6 +26,9 @@ def run(cmd, env):
 
 def write_pictures(cfg, out_dir, num_images):
     """Pictures of the first val images (polar_rcnn.evaluation.write_pictures): per-image PNGs + grid.png."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from polar_rcnn import evaluation
+
     dataset = cfg.DATASETS.TEST[0]
     paths, _ = evaluation.write_pictures(cfg, DatasetCatalog.get(dataset), out_dir, num_images=num_images,
                                          metadata=MetadataCatalog.get(dataset))
@@ -46,6 +43,10 @@ def main():
     parser.add_argument("--num-workers", type=int, default=2, help="data-loader workers")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="extra config options (KEY VALUE ...)")
     args = parser.parse_args()
+    from detectron2.config import get_cfg
+    from detectron2.utils.logger import setup_logger
+    from polar_rcnn import add_polar_config
+
     setup_logger(name="polar_rcnn")
     output = os.path.abspath(args.output)
     datasets_root = os.path.abspath(os.getenv("POLAR_RCNN_DATASETS", os.path.join(REPO, "datasets")))

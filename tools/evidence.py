@@ -59,20 +59,12 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
-import torch
+def setup_cfg(config_file: str, opts: Sequence[str], freeze: bool = True):
+    """:func:`polar_rcnn.engine.cli.setup_cfg`, imported on first use (``--help`` does not load polar_rcnn)."""
+    from polar_rcnn.engine.cli import setup_cfg as polar_setup_cfg
 
-from detectron2.config import get_cfg
-from detectron2.data import DatasetCatalog
-from detectron2.utils.logger import setup_logger
+    return polar_setup_cfg(config_file, opts, freeze)
 
-from polar_rcnn.config import add_polar_config
-from polar_rcnn.data.stack_statistics import compute_stack_stats
-from polar_rcnn.engine.runs import train_and_evaluate
-from polar_rcnn.evaluation.report import METRICS, format_mean_std, markdown_table, paired_differences, \
-    results_table, verdict
-from polar_rcnn.utils.atomic import atomic_write_text
-from polar_rcnn.engine.cli import HelpFormatter, setup_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "configs")
@@ -93,6 +85,9 @@ def default_branch_opts() -> List[str]:
     """The library's default branch (``add_polar_config``: shape, init, learning rate) as options:
     the evidence measures what a user gets by default, whatever the demo config tunes for its
     from-scratch run."""
+    from detectron2.config import get_cfg
+    from polar_rcnn.config import add_polar_config
+
     cfg = get_cfg()
     add_polar_config(cfg)
     return [x for k in BRANCH_KEYS for x in (f"MODEL.POLAR.{k}", str(cfg.MODEL.POLAR[k]))]
@@ -158,37 +153,45 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     known, _ = preset.parse_known_args(argv)
     if known.preset:
         argv = PRESETS[known.preset] + argv
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=list(PRESETS), help="a named plan: " + "; ".join(
         f"{k} = {' '.join(v)}" for k, v in PRESETS.items()) + " (options given after it override it)")
     p.add_argument("--section", default="main", metavar="NAME",
-                   help="the report's section in --results; the file's other sections are kept")
-    p.add_argument("--output", default="output/evidence", metavar="DIR", help="data, runs and logs")
-    p.add_argument("--results", default="docs/RESULTS.md", metavar="FILE", help="the report")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="S", help="SEED of the finetuning runs")
+                   help="the report's section in --results; the file's other sections are kept (default: %(default)s)")
+    p.add_argument("--output", default="output/evidence", metavar="DIR",
+                   help="data, runs and logs (default: %(default)s)")
+    p.add_argument("--results", default="docs/RESULTS.md", metavar="FILE", help="the report (default: %(default)s)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="S",
+                   help="SEED of the finetuning runs (default: %(default)s)")
     p.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=list(VARIANTS), metavar="NAME",
-                   help=f"of {', '.join(VARIANTS)}")
+                   help=f"of {', '.join(VARIANTS)} (default: %(default)s)")
     p.add_argument("--datasets", nargs="+", default=["stack", "control"], choices=list(DATASETS), metavar="NAME",
-                   help="of " + ", ".join(DATASETS))
-    p.add_argument("--scale", type=float, default=1.0, metavar="K", help="multiply videos and iterations by K")
-    p.add_argument("--iters", type=int, default=150, help="finetuning iterations per run")
-    p.add_argument("--pretrain-iters", type=int, default=400, help="iterations of the RGB pretraining")
-    p.add_argument("--lr", type=float, default=0.02, help="SOLVER.BASE_LR (pretraining and finetuning)")
-    p.add_argument("--batch", type=int, default=4, help="SOLVER.IMS_PER_BATCH")
-    p.add_argument("--size", type=int, default=128, metavar="PX", help="image size (square)")
-    p.add_argument("--train-videos", type=int, default=8, help="training videos per dataset (x --scale)")
-    p.add_argument("--val-videos", type=int, default=3, help="validation videos per dataset (x --scale)")
-    p.add_argument("--frames-per-video", type=int, default=16, help="frames of each video")
-    p.add_argument("--fpn-channels", type=int, default=64, help="MODEL.FPN.OUT_CHANNELS (a multiple of 32)")
-    p.add_argument("--fc-dim", type=int, default=128, help="MODEL.ROI_BOX_HEAD.FC_DIM")
+                   help="of " + ", ".join(DATASETS) + " (default: %(default)s)")
+    p.add_argument("--scale", type=float, default=1.0, metavar="K",
+                   help="multiply videos and iterations by K (default: %(default)s)")
+    p.add_argument("--iters", type=int, default=150, help="finetuning iterations per run (default: %(default)s)")
+    p.add_argument("--pretrain-iters", type=int, default=400,
+                   help="iterations of the RGB pretraining (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=0.02,
+                   help="SOLVER.BASE_LR (pretraining and finetuning) (default: %(default)s)")
+    p.add_argument("--batch", type=int, default=4, help="SOLVER.IMS_PER_BATCH (default: %(default)s)")
+    p.add_argument("--size", type=int, default=128, metavar="PX", help="image size (square) (default: %(default)s)")
+    p.add_argument("--train-videos", type=int, default=8,
+                   help="training videos per dataset (x --scale) (default: %(default)s)")
+    p.add_argument("--val-videos", type=int, default=3,
+                   help="validation videos per dataset (x --scale) (default: %(default)s)")
+    p.add_argument("--frames-per-video", type=int, default=16, help="frames of each video (default: %(default)s)")
+    p.add_argument("--fpn-channels", type=int, default=64,
+                   help="MODEL.FPN.OUT_CHANNELS (a multiple of 32) (default: %(default)s)")
+    p.add_argument("--fc-dim", type=int, default=128, help="MODEL.ROI_BOX_HEAD.FC_DIM (default: %(default)s)")
     p.add_argument("--workers", type=int, default=0, help="DATALOADER.NUM_WORKERS")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (0: torch's default). 1 by default: on a 2-core machine that other jobs "
                         "share, 2 threads measured 3-10x slower per iteration than 1")
     p.add_argument("--jobs", type=int, default=1,
                    help="training runs at a time, each in a process of its own with --threads threads (1: in this "
-                        "process); the pretraining runs alone first")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="MODEL.DEVICE")
+                        "process); the pretraining runs alone first (default: %(default)s)")
+    p.add_argument("--device", default="", help="MODEL.DEVICE (default: cuda if torch sees a GPU, else cpu)")
     p.add_argument("--verbose", action="store_true", help="training logs on the console too (always in <output>/log.txt)")
     p.add_argument("--polar-opts", nargs="+", default=[], metavar="KEY VALUE",
                    help="config overrides for the runs of the polar-branch variants (branch design ablations, "
@@ -205,6 +208,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         p.error("--polar-opts takes KEY VALUE pairs")
     if not args.section.replace("_", "").isalnum():
         p.error("--section takes letters, digits and _")
+    if not args.device:
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     return args
 
 
@@ -239,6 +246,8 @@ class Evidence:
     def write_unpaired(self, name: str) -> None:
         """``name``'s JSONs: its source's images in (video, frame) order, image i with the stack of
         image i + N/2 (another video's frame whenever the split has two videos or more)."""
+        from polar_rcnn.utils.atomic import atomic_write_text
+
         source, out = self.data_dir(UNPAIRED[name]), self.data_dir(name)
         os.makedirs(out, exist_ok=True)
         for split in ("train", "val"):
@@ -278,6 +287,10 @@ class Evidence:
                                      "order) with the stack of image i + N/2 (Evidence.write_unpaired)")
 
     def compute_stack_stats(self) -> None:
+        import numpy as np
+        from detectron2.data import DatasetCatalog
+        from polar_rcnn.data.stack_statistics import compute_stack_stats
+
         for name in self.args.datasets:
             cfg = setup_cfg(os.path.join(CONFIGS, DEMO), ["DATASETS.POLAR_COCO", json.dumps(self.dataset_entries(name))])
             records = DatasetCatalog.get(f"evidence_{name}_train")
@@ -450,6 +463,8 @@ class Evidence:
 
 def train_run(config: str, opts: Sequence[str], log_file: str, verbose: bool) -> Tuple[Dict[str, float], float]:
     """One training + evaluation run (in this process or a ``--jobs`` worker): (bbox metrics, seconds)."""
+    from polar_rcnn.engine.runs import train_and_evaluate
+
     cfg = setup_cfg(os.path.join(CONFIGS, config), list(opts))
     start = time.perf_counter()
     with open(log_file, "a") as log, contextlib.redirect_stdout(sys.stdout if verbose else log):
@@ -461,10 +476,14 @@ def _init_worker(log_file: str, threads: int) -> None:
     """A ``--jobs`` worker process: the main process's logging and thread count."""
     _setup_logging(log_file, verbose=False)
     if threads:
+        import torch
+
         torch.set_num_threads(threads)
 
 
 def _setup_logging(log_file: str, verbose: bool) -> None:
+    from detectron2.utils.logger import setup_logger
+
     for name, abbrev in (("polar_rcnn", "polar"), ("detectron2", "d2"), ("fvcore", None)):
         setup_logger(log_file, name=name, abbrev_name=abbrev)
     if not verbose:
@@ -481,6 +500,7 @@ def machine() -> str:
     except OSError:
         pass
     import detectron2
+    import torch
 
     text = (f"{platform.platform()}, {cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__} "
             f"({torch.get_num_threads()} threads), detectron2 {detectron2.__version__}, Python {platform.python_version()}")
@@ -512,6 +532,11 @@ def branch_text(polar) -> str:
 
 
 def write_report(ev: Evidence, path: str, argv: Sequence[str], wall: float) -> str:
+    import numpy as np
+    from polar_rcnn.evaluation.report import (METRICS, format_mean_std, markdown_table, paired_differences,
+                                              results_table, verdict)
+    from polar_rcnn.utils.atomic import atomic_write_text
+
     a = ev.args
     variants, datasets = list(a.variants), list(a.datasets)
     polar = setup_cfg(os.path.join(CONFIGS, DEMO), default_branch_opts() + list(a.polar_opts)).MODEL.POLAR
@@ -635,6 +660,9 @@ def _quiet_console(levels: Dict[str, int]) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    import torch
+    from polar_rcnn.evaluation.report import results_table
+
     os.makedirs(args.output, exist_ok=True)
     log_file = os.path.join(args.output, "log.txt")
     _setup_logging(log_file, args.verbose)

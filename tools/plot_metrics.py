@@ -18,18 +18,15 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from polar_rcnn.engine.cli import HelpFormatter
-from polar_rcnn.utils.plots import plot_training, read_metrics, resumes
-
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", nargs="+", required=True, metavar="DIR", help="OUTPUT_DIRs or metrics.json files")
     p.add_argument("--names", nargs="+", default=[], metavar="NAME",
                    help="legend names, one per run (default: the folder names)")
     p.add_argument("--output", default="", metavar="DIR", help="where the PNGs go (default: <first run>/plots)")
     p.add_argument("--smooth", type=int, default=1, metavar="N",
-                   help="moving average over N logged points of the loss curves (1: as logged)")
+                   help="moving average over N logged points of the loss curves (1: as logged) (default: %(default)s)")
     args = p.parse_args(argv)
     if args.names and len(args.names) != len(args.runs):
         p.error(f"--names has {len(args.names)} names for {len(args.runs)} runs")
@@ -45,6 +42,8 @@ def run_name(run: str) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
+    from polar_rcnn.utils.plots import plot_training, read_metrics, resumes
+
     names = args.names or [run_name(r) for r in args.runs]
     if len(set(names)) != len(names):  # same folder names in different places: full paths instead
         names = list(args.runs)

@@ -28,24 +28,13 @@ import sys
 import time
 from typing import Optional, Sequence
 
-from tqdm import tqdm
-
-from detectron2.data import DatasetCatalog, MetadataCatalog
-
-from polar_rcnn.data import STACK_FILE_KEY, DataError
-from polar_rcnn.evaluation import (PictureMaker, check_stack_source, coco_results, dataset_id_map, load_inputs,
-                                   records_from_files, without_stacks)
-from polar_rcnn.evaluation.pictures import GRID_FILE, picture_name, write_png
-from polar_rcnn.evaluation import visualization as vis
-from polar_rcnn.engine.cli import HelpFormatter, setup_tool
-
 logger = logging.getLogger("polar_rcnn.tools.predict")
 RESULTS_FILE = "coco_results.json"
 IMAGES_FILE = "images.json"
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", required=True, metavar="FILE", help="the model's config yaml")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", action="append", default=[], metavar="GLOB",
@@ -56,13 +45,16 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--rgb-only", action="store_true",
                    help="the model gets no stack, only the images (a model that reads stacks then uses its "
                         "image-only path)")
-    p.add_argument("--output", default="output/predictions", metavar="DIR", help="where the results go")
-    p.add_argument("--num-pictures", type=int, default=6, metavar="N", help="images drawn (0: none)")
-    p.add_argument("--score-threshold", type=float, default=0.5, help="detections drawn in the pictures")
+    p.add_argument("--output", default="output/predictions", metavar="DIR",
+                   help="where the results go (default: %(default)s)")
+    p.add_argument("--num-pictures", type=int, default=6, metavar="N",
+                   help="images drawn (0: none) (default: %(default)s)")
+    p.add_argument("--score-threshold", type=float, default=0.5,
+                   help="detections drawn in the pictures (default: %(default)s)")
     p.add_argument("--min-detections", type=int, default=3, metavar="K",
                    help="when no detection of an image reaches --score-threshold, its K best are drawn (a young "
-                        "model scores low; 0: none)")
-    p.add_argument("--topk", type=int, default=50, metavar="K", help="RPN proposals drawn")
+                        "model scores low; 0: none) (default: %(default)s)")
+    p.add_argument("--topk", type=int, default=50, metavar="K", help="RPN proposals drawn (default: %(default)s)")
     p.add_argument("opts", nargs=argparse.REMAINDER, default=[],
                    help="config overrides as trailing KEY VALUE pairs (MODEL.WEIGHTS FILE ...)")
     args = p.parse_args(argv)
@@ -75,6 +67,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def category_metadata(cfg, dataset: str):
     """Metadata with the dataset category ids: --dataset's, else DATASETS.TEST[0]'s if it can be read."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from polar_rcnn.data import DataError
+
     name = dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "")
     if not name:
         return None
@@ -90,6 +85,15 @@ def category_metadata(cfg, dataset: str):
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
+    from tqdm import tqdm
+    from detectron2.data import DatasetCatalog
+    from polar_rcnn.data import STACK_FILE_KEY, DataError
+    from polar_rcnn.evaluation import (PictureMaker, check_stack_source, coco_results, dataset_id_map, load_inputs,
+                                       records_from_files, without_stacks)
+    from polar_rcnn.evaluation.pictures import GRID_FILE, picture_name, write_png
+    from polar_rcnn.evaluation import visualization as vis
+    from polar_rcnn.engine.cli import setup_tool
+
     cfg = setup_tool(args.config_file, args.opts)
     if cfg is None:
         return 2

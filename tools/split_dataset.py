@@ -19,6 +19,8 @@ of frames is compared (quadratic: about 3 s for 10,000 images on 2 CPU cores).
 Exit status: 0 on success (also when near-duplicates were found, unless --strict), 1 with
 --strict and near-duplicates across splits, 2 on usage errors or unreadable input.
 """
+from __future__ import annotations  # the annotations name numpy types, imported where used
+
 import argparse
 import json
 import logging
@@ -27,25 +29,9 @@ import sys
 from collections import Counter, defaultdict
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
-from tabulate import tabulate
-from tqdm import tqdm
-
-from detectron2.utils.logger import setup_logger
-
-from polar_rcnn.engine.cli import HelpFormatter
-from polar_rcnn.data import DataError
-from polar_rcnn.data.splits import (
-    GROUP_MODES,
-    assign_groups,
-    cross_split_matches,
-    group_frames,
-    resolve_group_mode,
-    split_coco,
-    thumbnail,
-)
-
 logger = logging.getLogger("polar_rcnn.tools.split_dataset")
+# polar_rcnn.data.splits.GROUP_MODES, here for --help without importing polar_rcnn (tests/tools/test_help.py)
+GROUP_MODES = ("auto", "video", "similarity", "order", "image")
 
 
 def _fraction(text: str):
@@ -60,27 +46,32 @@ def _fraction(text: str):
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("json_file", help="COCO instances JSON to split")
     p.add_argument("--split", type=_fraction, action="append", default=[], metavar="NAME=FRACTION",
                    help="a split and its share of the images (repeatable; normalised to sum 1; "
                    "default: train=0.8 val=0.2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random assignment of groups to splits")
-    p.add_argument("--group-by", choices=GROUP_MODES, default="auto", help="what must stay within one split")
-    p.add_argument("--chunk-size", type=int, default=32, help="frames per group for --group-by order")
+    p.add_argument("--group-by", choices=GROUP_MODES, default="auto",
+                   help="what must stay within one split (default: %(default)s)")
+    p.add_argument("--chunk-size", type=int, default=32,
+                   help="frames per group for --group-by order (default: %(default)s)")
     p.add_argument("--image-root", default="", metavar="DIR",
                    help="folder the images' file_name entries are relative to (default: the JSON's folder)")
-    p.add_argument("--thumb-size", type=int, default=32, help="side in pixels of the thumbnails compared")
+    p.add_argument("--thumb-size", type=int, default=32,
+                   help="side in pixels of the thumbnails compared (default: %(default)s)")
     p.add_argument("--chain-threshold", type=float, default=0.9,
-                   help="--group-by similarity: consecutive frames with thumbnail NCC >= this share a group")
+                   help="--group-by similarity: consecutive frames with thumbnail NCC >= this share a group "
+                   "(default: %(default)s)")
     p.add_argument("--dup-threshold", type=float, default=0.95,
                    help="frames with thumbnail NCC >= this are near-duplicates (grouped together by "
                    "'similarity', reported across splits); 0 disables (no images are read then, except "
-                   "for --group-by similarity)")
+                   "for --group-by similarity) (default: %(default)s)")
     p.add_argument("--output-dir", default="", metavar="DIR", help="where to write (default: the JSON's folder)")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
     p.add_argument("--strict", action="store_true", help="exit 1 when near-duplicates end up in different splits")
-    p.add_argument("--show", type=int, default=5, metavar="N", help="near-duplicate examples listed per split pair")
+    p.add_argument("--show", type=int, default=5, metavar="N",
+                   help="near-duplicate examples listed per split pair (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     args.split = args.split or [("train", 0.8), ("val", 0.2)]
@@ -95,6 +86,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def read_coco(path: str) -> dict:
+    from polar_rcnn.data import DataError
+
     try:
         with open(path) as f:
             coco = json.load(f)
@@ -110,6 +103,11 @@ def read_coco(path: str) -> dict:
 
 def thumbnails(images: List[dict], image_root: str, size: int, progress: bool) -> np.ndarray:
     """One thumbnail per image; unreadable images get zeros (never near-duplicates) and a warning."""
+    import numpy as np
+    from tqdm import tqdm
+    from polar_rcnn.data import DataError
+    from polar_rcnn.data.splits import thumbnail
+
     out = np.zeros((len(images), size * size), dtype=np.float32)
     bad = []
     for i, image in enumerate(tqdm(images, desc="thumbnails", unit="img", disable=not progress, file=sys.stderr)):
@@ -127,6 +125,8 @@ def thumbnails(images: List[dict], image_root: str, size: int, progress: bool) -
 
 
 def split_table(parts: Dict[str, dict], groups: Dict[str, set], paths: Dict[str, str], asked: Dict[str, float]) -> str:
+    from tabulate import tabulate
+
     total = sum(len(p["images"]) for p in parts.values()) or 1
     norm = sum(asked.values())
     rows = [[name, paths[name], len(groups[name]), len(p["images"]), len(p["annotations"]),
@@ -137,6 +137,9 @@ def split_table(parts: Dict[str, dict], groups: Dict[str, set], paths: Dict[str,
 
 def duplicate_report(images, image_split, best, index, threshold, show) -> Tuple[int, str]:
     """Count and table of frames whose most similar frame in another split has NCC >= threshold."""
+    import numpy as np
+    from tabulate import tabulate
+
     pairs = defaultdict(list)
     for i in np.flatnonzero(best >= threshold):
         j = int(index[i])
@@ -153,6 +156,10 @@ def duplicate_report(images, image_split, best, index, threshold, show) -> Tuple
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
+    from detectron2.utils.logger import setup_logger
+    from polar_rcnn.data import DataError
+    from polar_rcnn.data.splits import assign_groups, cross_split_matches, group_frames, resolve_group_mode, split_coco
+
     setup_logger(name="polar_rcnn", abbrev_name="polar")
     asked = dict(args.split)
     json_dir = os.path.dirname(os.path.abspath(args.json_file))

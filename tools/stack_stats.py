@@ -28,22 +28,11 @@ import os
 import sys
 from typing import Dict, Optional, Sequence, Tuple
 
-import numpy as np
-import yaml
-
-from detectron2.data import DatasetCatalog
-
-from polar_rcnn.engine.cli import HelpFormatter, setup_tool
-from polar_rcnn.data import DataError
-from polar_rcnn.data.stack_statistics import compute_stack_stats
-from polar_rcnn.data.polar_layout import check_stack_config
-from polar_rcnn.utils.atomic import atomic_write_text
-
 logger = logging.getLogger("polar_rcnn.tools.stack_stats")
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", default="", metavar="FILE",
                    help="config yaml (default: Detectron2 + polar-rcnn defaults)")
     p.add_argument("--dataset", action="append", default=[], metavar="NAME",
@@ -52,7 +41,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="use a seeded random sample of N images over all datasets (0: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the --max-images sample")
     p.add_argument("--workers", type=int, default=0, help="worker processes reading stacks (0: in this process)")
-    p.add_argument("--decimals", type=int, default=6, help="decimals printed")
+    p.add_argument("--decimals", type=int, default=6, help="decimals printed (default: %(default)s)")
     p.add_argument("--output", default="", metavar="FILE.yaml",
                    help="also write a config to train with: _BASE_ --config-file, the overrides, the statistics")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -90,11 +79,22 @@ class _FlowLists(list):
     """A list that yaml writes on one line (mappings stay in block style)."""
 
 
-class _Dumper(yaml.SafeDumper):
-    """yaml's safe dumper, writing :class:`_FlowLists` on one line."""
+_DUMPER = None
 
 
-_Dumper.add_representer(_FlowLists, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True))
+def _dumper():
+    """yaml's safe dumper, writing :class:`_FlowLists` on one line (made on first use: yaml is imported then)."""
+    global _DUMPER
+    if _DUMPER is None:
+        import yaml
+
+        class _Dumper(yaml.SafeDumper):
+            pass
+
+        _Dumper.add_representer(_FlowLists, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v,
+                                                                              flow_style=True))
+        _DUMPER = _Dumper
+    return _DUMPER
 
 
 def _plain(value):
@@ -108,6 +108,8 @@ def output_config(cfg, opts: Sequence[str], mean: Sequence[float], std: Sequence
                   base: str = "", header: str = "") -> str:
     """Yaml text: ``_BASE_: base`` (if given), the keys of the trailing ``opts`` (KEY VALUE ...) with
     their values in ``cfg``, and MODEL.POLAR.STACK_MEAN / STACK_STD; ``header`` lines as comments."""
+    import yaml
+
     tree: Dict = {}
     keys = list(opts[0::2]) + ["MODEL.POLAR.STACK_MEAN", "MODEL.POLAR.STACK_STD"]
     values = [float(_number(v, decimals)) for v in mean], [float(_number(v, decimals)) for v in std]
@@ -122,11 +124,19 @@ def output_config(cfg, opts: Sequence[str], mean: Sequence[float], std: Sequence
     text = "".join(f"# {line}\n" for line in header.splitlines())
     if base:
         text += yaml.safe_dump({"_BASE_": base}, default_flow_style=False)
-    return text + yaml.dump(tree, Dumper=_Dumper, default_flow_style=False, sort_keys=False, width=1 << 16)
+    return text + yaml.dump(tree, Dumper=_dumper(), default_flow_style=False, sort_keys=False, width=1 << 16)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
+    import numpy as np
+    from detectron2.data import DatasetCatalog
+    from polar_rcnn.data import DataError
+    from polar_rcnn.data.polar_layout import check_stack_config
+    from polar_rcnn.data.stack_statistics import compute_stack_stats
+    from polar_rcnn.engine.cli import setup_tool
+    from polar_rcnn.utils.atomic import atomic_write_text
+
     cfg = setup_tool(args.config_file, args.opts)
     if cfg is None:
         return 2

@@ -43,15 +43,6 @@ import shlex
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from tabulate import tabulate
-
-from detectron2.evaluation.testing import flatten_results_dict
-from detectron2.utils.logger import setup_logger
-
-from polar_rcnn.architecture import is_dense_detector
-from polar_rcnn.engine.runs import train_and_evaluate
-from polar_rcnn.engine.cli import HelpFormatter, setup_cfg
-
 logger = logging.getLogger("polar_rcnn.tools.tune")
 SPACES = ("lr", "loss_weights", "nms", "modality_dropout")
 LOSS_KEYS = ("RPN_CLS", "RPN_LOC", "ROI_CLS", "ROI_LOC")
@@ -76,11 +67,13 @@ def _spaces(text: str) -> List[str]:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", required=True, metavar="FILE", help="config yaml of the model to tune")
-    p.add_argument("--trials", type=int, default=20, help="finished trials wanted in the study (total)")
+    p.add_argument("--trials", type=int, default=20,
+                   help="finished trials wanted in the study (total) (default: %(default)s)")
     p.add_argument("--max-iter", type=int, default=0, help="SOLVER.MAX_ITER of each trial (0: the config's)")
-    p.add_argument("--metric", default="bbox/AP", help="objective (maximized), a key of the flattened COCO results")
+    p.add_argument("--metric", default="bbox/AP",
+                   help="objective (maximized), a key of the flattened COCO results (default: %(default)s)")
     p.add_argument("--space", type=_spaces, default=list(SPACES), metavar="NAMES",
                    help=f"what to search, comma-separated (default: {','.join(SPACES)})")
     p.add_argument("--lr-range", type=_floats, default=(0.002, 0.05), metavar="LOW,HIGH",
@@ -104,6 +97,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def suggest(trial, cfg, space: Sequence[str], lr_range, weight_range) -> List[str]:
     """The trial's values as config opts ``[KEY, VALUE, ...]`` (parameter names are the keys)."""
+    from polar_rcnn.architecture import is_dense_detector
+
     retinanet = is_dense_detector(cfg)
     reads_stack = cfg.INPUT.STACK.ENABLED and cfg.MODEL.META_ARCHITECTURE.startswith("Polar")
     values: Dict[str, float] = {}
@@ -199,6 +194,8 @@ def params_to_opts(params: Dict[str, float]) -> List[str]:
 
 def metric_value(results: Dict, metric: str) -> float:
     """``metric`` of nested evaluation results; NaN (no detections) counts as 0."""
+    from detectron2.evaluation.testing import flatten_results_dict
+
     flat = flatten_results_dict(results)
     if metric not in flat:
         raise KeyError(f"--metric {metric!r} is not in the evaluation results; they have {sorted(flat)}")
@@ -223,6 +220,10 @@ def recover_interrupted(study) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     import optuna
+    from detectron2.evaluation.testing import flatten_results_dict
+    from detectron2.utils.logger import setup_logger
+    from polar_rcnn.engine.cli import setup_cfg
+    from polar_rcnn.engine.runs import train_and_evaluate
 
     os.makedirs(args.output, exist_ok=True)
     setup_logger(args.output, name="polar_rcnn", abbrev_name="polar")
@@ -282,6 +283,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def report(study, args, schedule: Sequence[str] = ()) -> None:
     import optuna
+    from tabulate import tabulate
 
     rows = [[t.number, t.state.name, "-" if t.value is None else f"{t.value:.3f}",
              " ".join(f"{k.rsplit('.', 1)[-1]}={v:.4g}" for k, v in sorted(t.params.items()))]

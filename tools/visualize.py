@@ -23,12 +23,6 @@ import logging
 import sys
 from typing import Optional, Sequence
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
-
-from polar_rcnn.data import DataError
-from polar_rcnn.evaluation import check_stack_source, records_from_files, without_stacks, write_pictures
-from polar_rcnn.engine.cli import HelpFormatter, setup_tool
-
 logger = logging.getLogger("polar_rcnn.tools.visualize")
 
 
@@ -41,7 +35,7 @@ def channel_list(text: str):
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", required=True, metavar="FILE", help="the model's config yaml")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--dataset", default="", metavar="NAME", help="registered dataset (default: DATASETS.TEST[0])")
@@ -52,17 +46,20 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--rgb-only", action="store_true",
                    help="the model gets no stack, only the images (a model that reads stacks then uses its "
                         "image-only path); no stack views")
-    p.add_argument("--output", default="output/pictures", metavar="DIR", help="where the PNGs go")
-    p.add_argument("--num-images", type=int, default=6, metavar="N", help="pictures (and grid rows)")
-    p.add_argument("--topk", type=int, default=50, metavar="K", help="RPN proposals shown (0: no proposal panel)")
-    p.add_argument("--score-threshold", type=float, default=0.5, help="detections shown")
+    p.add_argument("--output", default="output/pictures", metavar="DIR",
+                   help="where the PNGs go (default: %(default)s)")
+    p.add_argument("--num-images", type=int, default=6, metavar="N",
+                   help="pictures (and grid rows) (default: %(default)s)")
+    p.add_argument("--topk", type=int, default=50, metavar="K",
+                   help="RPN proposals shown (0: no proposal panel) (default: %(default)s)")
+    p.add_argument("--score-threshold", type=float, default=0.5, help="detections shown (default: %(default)s)")
     p.add_argument("--min-detections", type=int, default=3, metavar="K",
                    help="when no detection of an image reaches --score-threshold, its K best are drawn (a young "
-                        "model scores low; 0: none)")
+                        "model scores low; 0: none) (default: %(default)s)")
     p.add_argument("--channels", type=channel_list, default=[], metavar="C[,C,C]",
                    help="1 or 3 stack channels to show instead of DoLP / AoLP (non-polarization stacks: "
                         "default the first three)")
-    p.add_argument("--scale", type=float, default=1.0, help="picture size relative to the image")
+    p.add_argument("--scale", type=float, default=1.0, help="picture size relative to the image (default: %(default)s)")
     p.add_argument("opts", nargs=argparse.REMAINDER, default=[],
                    help="config overrides as trailing KEY VALUE pairs (MODEL.WEIGHTS FILE ...)")
     args = p.parse_args(argv)
@@ -77,6 +74,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from polar_rcnn.data import DataError
+    from polar_rcnn.engine.cli import setup_tool
+    from polar_rcnn.evaluation import check_stack_source, records_from_files, without_stacks, write_pictures
+
     cfg = setup_tool(args.config_file, args.opts)
     if cfg is None:
         return 2

@@ -1,5 +1,4 @@
-"""Shared pieces of the command-line tools: the config they read and their help format."""
-import argparse
+"""Shared pieces of the command-line tools: the config they read and how they set it up."""
 import sys
 from typing import Optional, Sequence
 
@@ -22,17 +21,6 @@ def setup_cfg(config_file: str, opts: Sequence[str], freeze: bool = True) -> Cfg
         cfg.freeze()
     register_datasets_from_config(cfg)
     return cfg
-
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """The module docstring as written; options show their default unless their help has one."""
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        shown = action.default not in (None, "", False, [], argparse.SUPPRESS)
-        if action.option_strings and shown and "default" not in text:
-            text += " (default: %(default)s)"
-        return text
 
 
 def setup_tool(config_file: str, opts: Sequence[str]) -> Optional[CfgNode]:
