@@ -32,7 +32,9 @@ Steps (each skipped when its result exists with the same settings, so an interru
     and, when asked for: branch_only (the notebook's strict setup: only the branch trains, both),
     from scratch (no pretraining, everything trained): rgb_scratch, polar_scratch (the library
     default branch), demo_scratch (the demo config's own branch), demo_random_init / demo_zero_init
-    (the same with its last conv random, as the demo config ships it, or at zero).
+    (the same with its last conv random, as the demo config ships it, or at zero), and Mask R-CNN
+    (--preset masks; box and mask AP): mask_rgb_only, mask_branch_both (as rgb_only / branch_both,
+    with a mask head that trains from its random start).
  5. docs/RESULTS.md (--results): AP, AP50, AP75 as mean ± std over seeds per variant and dataset,
     the differences to rgb_only per seed, the machine, wall times and the commands.
 
@@ -70,6 +72,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "configs")
 DEMO = "faster_rcnn_R_18_FPN_demo_polar_synth.yaml"
 RGB = "faster_rcnn_R_18_FPN_demo_rgb_only_polar_synth.yaml"
+MASK_DEMO = "mask_rcnn_R_18_FPN_demo_polar_synth.yaml"
+MASK_RGB = "mask_rcnn_R_18_FPN_demo_rgb_only_polar_synth.yaml"
+POLAR_CONFIGS = (DEMO, MASK_DEMO)  # the configs whose variants read the stack (branch options apply)
+SEGM = "segm/"  # prefix of the mask metrics in a run's metrics
 logger = logging.getLogger("polar_rcnn.tools.evidence")
 
 BACKBONE_FROZEN = ["MODEL.FREEZE.PARTS", '["image_bottom_up", "fpn"]']
@@ -123,6 +129,9 @@ VARIANTS: "OrderedDict[str, Variant]" = OrderedDict([
     ("demo_zero_init", Variant(DEMO, ("MODEL.POLAR.ZERO_INIT", "True"),
                                "everything, from scratch (the demo config's branch, last conv at zero)",
                                pretrained=False, library_branch=False)),
+    ("mask_rgb_only", Variant(MASK_RGB, tuple(BACKBONE_FROZEN), "RPN, box head, box predictor, mask head")),
+    ("mask_branch_both", Variant(MASK_DEMO, ("MODEL.POLAR.INJECT", "both", *BRANCH),
+                                 "branch, RPN, box head, box predictor, mask head")),
 ])
 DEFAULT_VARIANTS = ["rgb_only", "rgb_last_layer", "early_fusion", "branch_rpn", "branch_roi", "branch_both"]
 # name -> prepare_polar_synth --signal. "rgb": objects in class colours in RGB, the stack's polarization is
@@ -141,9 +150,14 @@ PRESETS = {
     # and where it carries nothing; its own section of the report
     "scratch": ["--variants", "rgb_scratch", "demo_random_init", "demo_zero_init", "polar_scratch", "--datasets", "stack", "unpaired",
                 "--iters", "300", "--section", "scratch", "--jobs", "2"],
+    # Mask R-CNN with and without the stack, finetuned from the RGB detector (the mask head from its
+    # random start): box and mask AP
+    "masks": ["--variants", "mask_rgb_only", "mask_branch_both", "--datasets", "stack", "control",
+              "--section", "masks", "--jobs", "2"],
 }
 SECTION_TITLES = {"main": "Results: does the stack help?",
-                  "scratch": "From scratch: does the branch cost accuracy when the stack carries nothing?"}
+                  "scratch": "From scratch: does the branch cost accuracy when the stack carries nothing?",
+                  "masks": "Mask R-CNN: box and mask AP with and without the stack"}
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -350,8 +364,8 @@ class Evidence:
         v = VARIANTS[variant]
         return ["MODEL.WEIGHTS", os.path.join(self.pretrain_dir(), "model_final.pth") if v.pretrained else "",
                 "SOLVER.MAX_ITER", str(self.iters), "SOLVER.WARMUP_ITERS", str(min(20, self.iters // 4)),
-                "SEED", seed, *v.opts, *(default_branch_opts() if v.config == DEMO and v.library_branch else ()),
-                *(self.args.polar_opts if v.config == DEMO else ()),
+                "SEED", seed, *v.opts, *(default_branch_opts() if v.config in POLAR_CONFIGS and v.library_branch else ()),
+                *(self.args.polar_opts if v.config in POLAR_CONFIGS else ()),
                 "OUTPUT_DIR", os.path.join(self.out, "runs", dataset, variant, f"seed{seed}")]
 
     def data_fingerprint(self, name: str) -> str:
@@ -462,14 +476,17 @@ class Evidence:
 
 
 def train_run(config: str, opts: Sequence[str], log_file: str, verbose: bool) -> Tuple[Dict[str, float], float]:
-    """One training + evaluation run (in this process or a ``--jobs`` worker): (bbox metrics, seconds)."""
+    """One training + evaluation run (in this process or a ``--jobs`` worker): (metrics, seconds). The
+    metrics are the bbox ones, plus the mask ones as ``"segm/AP"``, ... for Mask R-CNN."""
     from polar_rcnn.engine.runs import train_and_evaluate
 
     cfg = setup_cfg(os.path.join(CONFIGS, config), list(opts))
     start = time.perf_counter()
     with open(log_file, "a") as log, contextlib.redirect_stdout(sys.stdout if verbose else log):
         results = train_and_evaluate(cfg)  # pycocotools prints its summary to stdout
-    return {k: float(v) for k, v in results.get("bbox", {}).items()}, time.perf_counter() - start
+    metrics = {k: float(v) for k, v in results.get("bbox", {}).items()}
+    metrics.update({f"{SEGM}{k}": float(v) for k, v in results.get("segm", {}).items()})
+    return metrics, time.perf_counter() - start
 
 
 def _init_worker(log_file: str, threads: int) -> None:
@@ -520,8 +537,19 @@ DATASET_TEXT = {
 
 
 def reference_variant(variants: Sequence[str]) -> Optional[str]:
-    """The RGB-only variant the others are compared with: rgb_only, else rgb_scratch."""
-    return next((v for v in ("rgb_only", "rgb_scratch") if v in variants), None)
+    """The RGB-only variant the others are compared with: rgb_only, else rgb_scratch, else mask_rgb_only."""
+    return next((v for v in ("rgb_only", "rgb_scratch", "mask_rgb_only") if v in variants), None)
+
+
+def segm_results(results: Dict[Tuple[str, str], Dict[int, Dict[str, float]]]) -> Dict[Tuple[str, str], Dict[int, Dict[str, float]]]:
+    """The mask metrics of the runs that have them, keyed like ``results`` ({"AP": ...} per seed)."""
+    out: Dict[Tuple[str, str], Dict[int, Dict[str, float]]] = {}
+    for key, runs in results.items():
+        for seed, metrics in runs.items():
+            segm = {k[len(SEGM):]: v for k, v in metrics.items() if k.startswith(SEGM)}
+            if segm:
+                out.setdefault(key, {})[seed] = segm
+    return out
 
 
 def branch_text(polar) -> str:
@@ -542,7 +570,7 @@ def write_report(ev: Evidence, path: str, argv: Sequence[str], wall: float) -> s
     polar = setup_cfg(os.path.join(CONFIGS, DEMO), default_branch_opts() + list(a.polar_opts)).MODEL.POLAR
     demo = setup_cfg(os.path.join(CONFIGS, DEMO), list(a.polar_opts)).MODEL.POLAR
     pretrained = any(VARIANTS[v].pretrained for v in variants)
-    branch_variants = [v for v in variants if v.startswith("branch_")]
+    branch_variants = [v for v in variants if v.startswith("branch_") or "_branch_" in v]
     lines = [f"# {SECTION_TITLES.get(a.section, a.section)}", "",
              f"Written by `tools/evidence.py` on {datetime.date.today().isoformat()}. Every number below was "
              "measured by that run; rerun the command at the end to reproduce it.", ""]
@@ -553,7 +581,9 @@ def write_report(ev: Evidence, path: str, argv: Sequence[str], wall: float) -> s
               + ("`pretrain`: objects visible in RGB (`--signal rgb`); " if pretrained else "")
               + "; ".join(f"`{d}`: {DATASET_TEXT[d]}" for d in datasets) + ".",
               f"- Model: Faster R-CNN, ResNet-18-FPN with GroupNorm, FPN width {a.fpn_channels}, box head FC "
-              f"{a.fc_dim} (`configs/{DEMO}`). Library default branch (`add_polar_config`): {branch_text(polar)}."
+              f"{a.fc_dim} (`configs/{DEMO}`"
+              + (f"; the `mask_*` variants: Mask R-CNN, the same with a GroupNorm mask head, `configs/{MASK_DEMO}`"
+                 if any(VARIANTS[v].config in (MASK_DEMO, MASK_RGB) for v in variants) else "") + "). Library default branch (`add_polar_config`): {branch_text(polar)}."
               + (f" The demo config's own branch (`demo_*` variants, with their options on top): {branch_text(demo)}."
                  if any(not VARIANTS[v].library_branch for v in variants) else "")]
     if pretrained:
@@ -576,7 +606,7 @@ def write_report(ev: Evidence, path: str, argv: Sequence[str], wall: float) -> s
     lines += ["| variant | what trains | config |", "| --- | --- | --- |"]
     lines += [f"| {v} | {VARIANTS[v].trains} | `configs/{VARIANTS[v].config}` + "
               f"`{' '.join(VARIANTS[v].opts) or '-'}`"
-              + (" + the library default branch" if VARIANTS[v].config == DEMO and VARIANTS[v].library_branch else "")
+              + (" + the library default branch" if VARIANTS[v].config in POLAR_CONFIGS and VARIANTS[v].library_branch else "")
               + " |" for v in variants]
     lines += ["", f"## COCO box AP (%), mean ± std over {len(a.seeds)} seed(s)", "",
               results_table(ev.results, variants, datasets)]
@@ -597,6 +627,19 @@ def write_report(ev: Evidence, path: str, argv: Sequence[str], wall: float) -> s
             rows.append(row)
         lines.append(markdown_table(["variant"] + [x for d in datasets for m in ("AP", "AP50")
                                                    for x in (f"{d} Δ{m}", f"{d} {m} verdict")], rows))
+    segm = segm_results(ev.results)
+    mask_variants = [v for v in variants if any((v, d) in segm for d in datasets)]
+    if mask_variants:
+        lines += [f"## COCO mask AP (%), mean ± std over {len(a.seeds)} seed(s)", "",
+                  results_table(segm, mask_variants, datasets)]
+        if reference in mask_variants and len(mask_variants) > 1:
+            lines += [f"Mask AP minus {reference}'s, paired by seed:", ""]
+            lines.append(markdown_table(
+                ["variant"] + [x for d in datasets for m in ("AP", "AP50") for x in (f"{d} Δ{m}", f"{d} {m} verdict")],
+                [[v] + [x for d in datasets for m in ("AP", "AP50")
+                        for diffs in [paired_differences(segm, v, reference, d, m)]
+                        for x in (format_mean_std(diffs), verdict(diffs))]
+                 for v in mask_variants if v != reference]))
     lines += ["## Machine and time", "", f"- Machine: {machine()}.",
               f"- Wall time of this invocation: {wall / 60:.1f} min; " + ", ".join(f"{k} {v:.0f} s" for k, v in ev.timings.items())
               + (f" ({ev.reused} runs reused from earlier invocations with the same resolved config)" if ev.reused else "")
@@ -614,9 +657,10 @@ def write_report(ev: Evidence, path: str, argv: Sequence[str], wall: float) -> s
     lines += ["What it runs, as a bash script (the training runs are PolarTrainer runs in "
               + ("this process" if a.jobs <= 1 else f"{a.jobs} worker processes") + ", identical to "
               "train_net.py with these options):", "", "```bash"] + ev.commands + ["```", ""]
+    run_metrics = list(METRICS) + ([SEGM + m for m in METRICS] if mask_variants else [])
     lines += ["## Every run", "", markdown_table(
-        ["dataset", "variant", "seed"] + list(METRICS) + ["seconds"],
-        [[d, v, s] + [f"{ev.results[(v, d)][s].get(m, float('nan')):.1f}" for m in METRICS]
+        ["dataset", "variant", "seed"] + [m.replace(SEGM, "segm ") for m in run_metrics] + ["seconds"],
+        [[d, v, s] + [f"{ev.results[(v, d)][s].get(m, float('nan')):.1f}" for m in run_metrics]
          + [f"{ev.run_seconds[(v, d, s)]:.0f}"] for d in datasets for v in variants for s in a.seeds
          if s in ev.results.get((v, d), {})])]
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

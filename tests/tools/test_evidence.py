@@ -149,3 +149,33 @@ def test_parallel_jobs_from_the_command_line_then_reused_in_process(tmp_path):
     assert "## Difference to rgb_scratch" in text and "--preset scratch" in text
     assert evidence.main(argv + ["--jobs", "1"]) == 0  # the same runs: both reused
     assert report.read_text().count("# From scratch") == 1
+
+
+def test_masks_preset_reports_box_and_mask_ap(tmp_path):
+    report = tmp_path / "RESULTS.md"
+    argv = ["--preset", "masks", "--output", str(tmp_path / "ev"), "--results", str(report), "--seeds", "0",
+            "--datasets", "stack", "--iters", "2", "--pretrain-iters", "1", "--size", "48", "--train-videos", "1",
+            "--val-videos", "1", "--frames-per-video", "2", "--fpn-channels", "32", "--fc-dim", "32", "--jobs", "1"]
+    args = evidence.parse_args(argv)
+    assert args.variants == ["mask_rgb_only", "mask_branch_both"] and args.section == "masks"
+    assert evidence.reference_variant(args.variants) == "mask_rgb_only"
+    ev = evidence.Evidence(args)
+    polar = ev.run_opts("mask_branch_both", "stack", "0")
+    assert all(x in polar for x in evidence.default_branch_opts())  # the library default branch
+    assert "MODEL.POLAR.ZERO_INIT" not in ev.run_opts("mask_rgb_only", "stack", "0")
+
+    # its own process: this process's dataset catalog holds the other tests' evidence datasets
+    done = subprocess.run([sys.executable, os.path.join(TOOLS_DIR, "evidence.py"), *argv], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = report.read_text()
+    assert "# Mask R-CNN" in text and "## COCO mask AP" in text and "Mask AP minus mask_rgb_only's" in text
+    mask_rows = [line for line in text.split("## COCO mask AP")[1].split("##")[0].splitlines()
+                 if line.startswith(("| mask_rgb_only |", "| mask_branch_both |")) and line.endswith("| 1 |")]
+    assert len(mask_rows) == 2
+    for row in mask_rows:  # a number in every mask metric column
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert all(float(c) >= 0 for c in cells[1:4])
+    assert "| segm AP |" in text  # the per-run table too
+    saved = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert "segm/AP" in saved["results"]["mask_branch_both/stack"]["0"]
