@@ -8,7 +8,8 @@ results JSON (the "submission" format) and pictures.
         --output output/predictions MODEL.WEIGHTS output/model/model_final.pth
 
 Writes to --output:
-  coco_results.json  [{"image_id", "category_id", "bbox": [x, y, w, h], "score"}, ...] for every
+  coco_results.json  [{"image_id", "category_id", "bbox": [x, y, w, h], "score"}, ...] (with
+                     "segmentation", COCO RLE, for Mask R-CNN models) for every
                      detection the model keeps (MODEL.ROI_HEADS.SCORE_THRESH_TEST); pycocotools'
                      COCO.loadRes reads it. image_id: the dataset's ids (--dataset), else 1..N in
                      sorted file order; category_id: the dataset's category ids (--dataset, else
