@@ -104,7 +104,8 @@ def add_polar_config(cfg: CN) -> None:
 
     # ---------------------------------------------------------------- optimizer (polar_rcnn/engine/optimizer.py)
     # "SGD" (SOLVER.MOMENTUM, NESTEROV), "Adam" or "AdamW" (torch's default betas (0.9, 0.999), eps 1e-8);
-    # all use SOLVER.BASE_LR, the weight decay of their param groups and SOLVER.CLIP_GRADIENTS.
+    # all use SOLVER.BASE_LR, the weight decay of their param groups and SOLVER.CLIP_GRADIENTS, whose
+    # CLIP_TYPE also takes "full_model": the NORM_TYPE-norm of all gradients together clipped at CLIP_VALUE.
     _C.SOLVER.OPTIMIZER = "SGD"
 
     # ---------------------------------------------------------------- losses and evaluation

@@ -109,7 +109,7 @@ def test_notebook_configs_finetune_the_same_model_zoo_detector():
 def test_plan_config_has_every_piece_of_the_plan():
     cfg = load_config(os.path.join(CONFIG_DIR, "faster_rcnn_R_18_FPN_demo_plan_polar_synth.yaml"))
     assert cfg.SOLVER.LR_SCHEDULER_NAME == "WarmupCosineLR" and cfg.SOLVER.WARMUP_ITERS > 0
-    assert cfg.SOLVER.CLIP_GRADIENTS.ENABLED and cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE == "norm"
+    assert cfg.SOLVER.CLIP_GRADIENTS.ENABLED and cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE == "full_model"
     assert cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE == 1.0
     assert set(cfg.MODEL.LOSS_WEIGHTS) == {"RPN_CLS", "RPN_LOC", "ROI_CLS", "ROI_LOC"}
     torch.manual_seed(0)

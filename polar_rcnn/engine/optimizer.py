@@ -1,6 +1,7 @@
 """The optimizer of polar models: Detectron2's param groups with the stack-reading layers in groups of
 their own (``MODEL.POLAR.LR_FACTOR``, ``MODEL.POLAR.WEIGHT_DECAY``), optimized by SGD, Adam or AdamW
-(``SOLVER.OPTIMIZER``)."""
+(``SOLVER.OPTIMIZER``), with Detectron2's gradient clipping or the norm of all gradients together
+(``SOLVER.CLIP_GRADIENTS.CLIP_TYPE "full_model"``)."""
 import logging
 from typing import Any, Dict, List, Tuple, Type
 
@@ -91,9 +92,32 @@ def optimizer_type(cfg) -> Tuple[Type[torch.optim.Optimizer], Dict[str, Any]]:
     return OPTIMIZERS[name], defaults
 
 
+#: SOLVER.CLIP_GRADIENTS.CLIP_TYPE that clips the norm of all gradients together (Detectron2's "value"
+#: and "norm" clip each parameter tensor on its own)
+FULL_MODEL_CLIP = "full_model"
+
+
+def with_full_model_clipping(optimizer_class: Type[torch.optim.Optimizer], max_norm: float,
+                             norm_type: float) -> Type[torch.optim.Optimizer]:
+    """A subclass of ``optimizer_class`` whose ``step`` first scales all gradients of its param
+    groups so that their joint ``norm_type``-norm is at most ``max_norm``
+    (:func:`torch.nn.utils.clip_grad_norm_`). Under DDP the gradients are already averaged, so
+    every process clips alike; under AMP the grad scaler unscales before ``step``."""
+    if not max_norm > 0:
+        raise ValueError(f"SOLVER.CLIP_GRADIENTS.CLIP_VALUE must be > 0 for CLIP_TYPE {FULL_MODEL_CLIP!r}, got {max_norm}")
+
+    def step(self, closure=None):
+        params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
+        torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type=norm_type)
+        return optimizer_class.step(self, closure)
+
+    return type(optimizer_class.__name__ + "WithFullModelClipping", (optimizer_class,), {"step": step})
+
+
 def build_polar_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     """``SOLVER.OPTIMIZER`` (:func:`optimizer_type`) over :func:`optimizer_param_groups`, with
-    ``SOLVER.CLIP_GRADIENTS``; for "SGD" the same optimizer as Detectron2's ``build_optimizer``."""
+    ``SOLVER.CLIP_GRADIENTS`` (Detectron2's clip types, or :data:`FULL_MODEL_CLIP`); for "SGD" the
+    same optimizer as Detectron2's ``build_optimizer``."""
     optimizer_class, defaults = optimizer_type(cfg)
     groups = optimizer_param_groups(cfg, model)
     if cfg.MODEL.POLAR.LR_FACTOR != 1.0 or cfg.MODEL.POLAR.WEIGHT_DECAY >= 0:
@@ -102,7 +126,12 @@ def build_polar_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
             len(branch_parameters(model)), cfg.MODEL.POLAR.LR_FACTOR,
             cfg.MODEL.POLAR.WEIGHT_DECAY if cfg.MODEL.POLAR.WEIGHT_DECAY >= 0 else "as SOLVER.WEIGHT_DECAY",
         )
+    clip = cfg.SOLVER.CLIP_GRADIENTS
+    if clip.ENABLED and clip.CLIP_TYPE == FULL_MODEL_CLIP:
+        return with_full_model_clipping(optimizer_class, float(clip.CLIP_VALUE), float(clip.NORM_TYPE))(
+            groups, **defaults)
     return maybe_add_gradient_clipping(cfg, optimizer_class)(groups, **defaults)
 
 
-__all__ = ["OPTIMIZERS", "branch_parameters", "build_polar_optimizer", "optimizer_param_groups", "optimizer_type"]
+__all__ = ["FULL_MODEL_CLIP", "OPTIMIZERS", "branch_parameters", "build_polar_optimizer", "optimizer_param_groups", "optimizer_type",
+           "with_full_model_clipping"]

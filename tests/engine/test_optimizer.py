@@ -158,3 +158,42 @@ def test_the_trainer_builds_adam_for_retinanet():
     assert type(optimizer) is torch.optim.AdamW
     assert {_hyper(optimizer)[id(p)][0] for p in branch_parameters(model)} == {0.5 * cfg.SOLVER.BASE_LR}
     assert {id(p) for p in model.parameters() if p.requires_grad} == set(_hyper(optimizer))
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam"])
+def test_full_model_clipping_scales_all_gradients_together(name):
+    cfg = get_polar_cfg(SOLVER__OPTIMIZER=name, SOLVER__WEIGHT_DECAY=0.0, SOLVER__MOMENTUM=0.0)
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 1.0
+    model = _model(cfg)
+    optimizer = build_polar_optimizer(cfg, model)
+    assert isinstance(optimizer, OPTIMIZERS[name]) and type(optimizer) is not OPTIMIZERS[name]
+    params = [q for q in model.parameters() if q.requires_grad]
+    for q in model.parameters():
+        q.grad = None
+    a, b = params[0], params[1]
+    a.grad = torch.full_like(a, 3.0)  # joint norm of the two: 5 (3 on a's elements, 4 on b's, per element)
+    b.grad = torch.full_like(b, 4.0)
+    joint = torch.sqrt(a.grad.square().sum() + b.grad.square().sum())
+    before = [a.detach().clone(), b.detach().clone()]
+    optimizer.step()
+    assert torch.allclose(a.grad, torch.full_like(a, 3.0) / joint, rtol=1e-4)  # both scaled by the same factor
+    assert torch.allclose(b.grad, torch.full_like(b, 4.0) / joint, rtol=1e-4)
+    if name == "SGD":  # then the step, with the clipped gradient
+        lr = next(g["lr"] for g in optimizer.param_groups if any(p is a for p in g["params"]))
+        assert torch.allclose(before[0] - a.detach(), lr * a.grad, rtol=1e-3, atol=1e-9)
+    assert not torch.equal(before[0], a.detach())
+
+
+def test_full_model_clipping_is_state_dict_compatible_and_rejects_a_bad_norm():
+    cfg = get_polar_cfg()
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"
+    model = _model(cfg)
+    optimizer = build_polar_optimizer(cfg, model)
+    plain = torch.optim.SGD(optimizer.param_groups, lr=cfg.SOLVER.BASE_LR)
+    plain.load_state_dict(optimizer.state_dict())  # checkpoints load into either
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 0.0
+    with pytest.raises(ValueError, match="CLIP_VALUE must be > 0"):
+        build_polar_optimizer(cfg, model)
