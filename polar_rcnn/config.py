@@ -98,6 +98,9 @@ def add_polar_config(cfg: CN) -> None:
     # COCO-instances datasets with stacks, registered by register_datasets_from_config(cfg):
     # a list of [name, json_file, image_root, stack_root]; refer to the names in DATASETS.TRAIN/TEST.
     _C.DATASETS.POLAR_COCO = []
+    # Key of their JSON image entries naming the stack file (relative to stack_root), e.g. "polar_file";
+    # "file_name" when the image's own file is the stack source (a raw polarization frame, INPUT.STACK.SOURCE).
+    _C.DATASETS.STACK_KEY = "stack_file"
     # A bad training sample (unreadable/missing file, wrong shape, NaN, bad box or category):
     # "raise" an error naming the file, or "skip" it (logged, counted, reported after training).
     _C.DATASETS.ON_BAD_SAMPLE = "raise"

@@ -94,6 +94,7 @@ def test_add_polar_config_changes_no_detectron2_default():
 
 
 POLAR_SECTIONS = ("MODEL.POLAR.", "MODEL.FREEZE.", "INPUT.STACK.", "DATASETS.POLAR_COCO", "DATASETS.ON_BAD_SAMPLE",
+                  "DATASETS.STACK_KEY",
                   "MODEL.LOSS_WEIGHTS.", "TEST.BEST_CHECKPOINT_", "TEST.ALLOW_RANDOM_WEIGHTS", "SOLVER.OPTIMIZER")
 
 

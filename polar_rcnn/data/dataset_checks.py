@@ -43,7 +43,7 @@ PROBLEM_KINDS: Dict[str, str] = {
     "image_truncated": "image file is cut short",
     "image_unreadable": "image file cannot be decoded",
     "image_size": "image size differs from the record's height/width",
-    "stack_record": "a record names no stack (no 'stack_file' in the JSON)",
+    "stack_record": "a record names no stack (no DATASETS.STACK_KEY in the JSON image entry)",
     "stack_missing": "stack file does not exist",
     "stack_truncated": "stack file is shorter than its header says",
     "stack_unreadable": "stack file cannot be read",

@@ -261,7 +261,7 @@ class PolarDatasetMapper(DatasetMapper):
         path = dataset_dict.get(STACK_FILE_KEY)
         if not path:
             raise StackError(dataset_dict["file_name"], f"dataset record has no '{STACK_FILE_KEY}' "
-                                                        "(no 'stack_file' in the JSON image entry?)", kind="record")
+                                                        "(no DATASETS.STACK_KEY in the JSON image entry?)", kind="record")
         stack, scale, resized = self.reader.read_stack(path, image_size)
         if resized:
             self.num_resized += 1

@@ -79,7 +79,7 @@ def validate_record(record: dict, metadata=None, *, check_files: bool = True,
         problems.append(ImageError(image, "image file not found", kind="missing"))
     stack = record.get(STACK_FILE_KEY)
     if not stack:
-        problems.append(StackError(where, f"dataset record has no '{STACK_FILE_KEY}' (no 'stack_file' in the JSON?)",
+        problems.append(StackError(where, f"dataset record has no '{STACK_FILE_KEY}' (no DATASETS.STACK_KEY in the JSON image entry?)",
                                    kind="record"))
     elif check_files and not os.path.isfile(stack):
         problems.append(StackError(stack, "stack file not found", kind="missing"))

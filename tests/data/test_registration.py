@@ -1,4 +1,5 @@
 """Datasets registered from the config (yaml or train_net.py command line), without Python."""
+import json
 import os
 
 import pytest
@@ -7,7 +8,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import default_argument_parser
 
 from tests.common import DEMO_CONFIG, get_polar_cfg
-from polar_rcnn.data import STACK_FILE_KEY, register_datasets_from_config
+from polar_rcnn.data import STACK_FILE_KEY, DatasetError, register_datasets_from_config
 from polar_rcnn.data.synthetic import SyntheticConfig, generate_split
 
 
@@ -82,3 +83,42 @@ def test_train_net_setup_registers_from_the_command_line(split, tmp_path, monkey
     assert cfg.DATASETS.TRAIN == ("_reg_cli",)
     assert len(DatasetCatalog.get("_reg_cli")) == 2
     assert MetadataCatalog.get("_reg_cli").json_file == split[0]
+
+
+def _renamed_stack_key(split, tmp_path, key):
+    """A copy of the split's JSON whose image entries name their stack under ``key``."""
+    with open(split[0]) as f:
+        coco = json.load(f)
+    for image in coco["images"]:
+        image[key] = image.pop("stack_file")
+    path = str(tmp_path / f"{key}.json")
+    with open(path, "w") as f:
+        json.dump(coco, f)
+    return path
+
+
+def test_stack_key_from_config(split, tmp_path):
+    _forget("_reg_key")
+    json_file = _renamed_stack_key(split, tmp_path, "polar_file")
+    cfg = get_polar_cfg()
+    cfg.DATASETS.POLAR_COCO = [["_reg_key", json_file, split[1], split[2]]]
+    cfg.DATASETS.STACK_KEY = "polar_file"
+    register_datasets_from_config(cfg)
+    records = DatasetCatalog.get("_reg_key")
+    assert [r[STACK_FILE_KEY] for r in records] == [os.path.join(split[2], f"v000_f000{i}.npy") for i in range(2)]
+    cfg.DATASETS.STACK_KEY = "pol"  # the same name with another key is another dataset
+    with pytest.raises(ValueError, match="'_reg_key' is already registered"):
+        register_datasets_from_config(cfg)
+
+
+def test_stack_key_missing_everywhere_names_the_keys(split, tmp_path):
+    _forget("_reg_nokey")
+    json_file = _renamed_stack_key(split, tmp_path, "spectral")
+    cfg = get_polar_cfg()
+    cfg.DATASETS.POLAR_COCO = [["_reg_nokey", json_file, split[1], split[2]]]
+    register_datasets_from_config(cfg)  # the default key, "stack_file"
+    with pytest.raises(DatasetError) as info:
+        DatasetCatalog.get("_reg_nokey")
+    message = str(info.value)
+    assert info.value.path == json_file and info.value.kind == "format"
+    assert "'stack_file' (DATASETS.STACK_KEY)" in message and "'spectral'" in message and "'file_name'" in message
