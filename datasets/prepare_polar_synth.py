@@ -18,6 +18,7 @@ from dataclasses import replace
 
 from polar_rcnn.data.synthetic import (
     PARAMS_FILE,
+    RAW_PATTERNS,
     SIGNAL_MODES,
     STACK_DTYPES,
     VAL_SEED_OFFSET,
@@ -41,6 +42,10 @@ def parse_args(argv=None):
     p.add_argument("--object-size", type=int, nargs=2, default=[24, 80], metavar=("MIN", "MAX"))
     p.add_argument("--rgb-contrast", type=float, default=0.04)
     p.add_argument("--noise-std", type=float, default=0.01)
+    p.add_argument("--raw", choices=[r for r in RAW_PATTERNS if r], default="",
+                   help="also write raw polarization-sensor frames (mono IMX250MZR / color IMX250MYR mosaics, "
+                   "16-bit PNG) to <output>/<split>/raw/, named by the JSON key 'raw_file'")
+    p.add_argument("--raw-bits", type=int, default=12, help="significant bits of the raw frames (default: 12)")
     p.add_argument("--seed", type=int, default=0, help=f"train seed; val uses seed + {VAL_SEED_OFFSET}")
     p.add_argument("--force", action="store_true", help="regenerate even if up to date")
     args = p.parse_args(argv)
@@ -55,7 +60,7 @@ def build_configs(args):
         image_size=size, num_bands=args.num_bands, frames_per_video=args.frames_per_video,
         objects_per_frame=tuple(args.objects_per_frame), object_size=tuple(args.object_size),
         signal=args.signal, rgb_contrast=args.rgb_contrast, noise_std=args.noise_std,
-        stack_dtype=args.stack_dtype,
+        stack_dtype=args.stack_dtype, raw=args.raw, raw_bits=args.raw_bits,
     )
     cfgs = {"train": replace(base, num_videos=args.train_videos, seed=args.seed)}
     if args.val_videos > 0:

@@ -7,6 +7,8 @@ from detectron2.config import CfgNode as CN
 
 #: values of INPUT.STACK.DERIVED_ON
 DERIVED_ON_CHOICES = ("model", "loader")
+#: values of INPUT.STACK.SOURCE
+STACK_SOURCES = ("stack", "dofp")
 
 
 def add_polar_config(cfg: CN) -> None:
@@ -93,6 +95,18 @@ def add_polar_config(cfg: CN) -> None:
     _C.INPUT.STACK.DERIVED_ON = "model"
     # Photometric augmentations (brightness gains) also scale the stack; False = RGB only.
     _C.INPUT.STACK.PHOTOMETRIC = False
+    # What the stack files are: "stack" (ready (H, W, C) arrays, as above) or "dofp" (raw frames of a
+    # division-of-focal-plane polarization sensor, demosaiced on load into bands x 4 angles, INPUT.STACK.RAW).
+    # With "dofp", a record whose image file is its stack file gets its RGB image made from the raw frame.
+    _C.INPUT.STACK.SOURCE = "stack"
+    _C.INPUT.STACK.RAW = CN()
+    # Raw frames' sensor pattern: "mono" (IMX250MZR: 1 band x 4 angles) or "color" (IMX250MYR: R, G, B x 4 angles).
+    _C.INPUT.STACK.RAW.PATTERN = "mono"
+    # Significant bits of the raw values (8..16; 10 or 12 in a 16-bit PNG/TIFF): larger values are an
+    # error, and values scale by 1 / (2^BITS - 1) unless INPUT.STACK.SCALE is set.
+    _C.INPUT.STACK.RAW.BITS = 12
+    # Demosaicing interpolation (polanalyser): "bilinear", "ea" (edge-aware) or "vng" (8-bit frames only).
+    _C.INPUT.STACK.RAW.INTERPOLATION = "bilinear"
 
     # ---------------------------------------------------------------- datasets without code
     # COCO-instances datasets with stacks, registered by register_datasets_from_config(cfg):

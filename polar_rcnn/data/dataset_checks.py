@@ -51,6 +51,8 @@ PROBLEM_KINDS: Dict[str, str] = {
     "stack_channels": "stack channel count differs from INPUT.STACK.CHANNELS / MODEL.POLAR.IN_CHANNELS",
     "stack_size": "stack height/width differs from its image's",
     "stack_nonfinite": "stack contains NaN or Inf values",
+    "stack_range": "raw polarization frame holds values above 2^INPUT.STACK.RAW.BITS - 1",
+    "stack_homography": "stack-to-image homography is malformed, singular or maps the stack off the image",
     "annotation_category": "annotation category unknown to the dataset (or >= MODEL.ROI_HEADS.NUM_CLASSES)",
     "annotation_box_empty": "box of zero, negative or non-finite width or height",
     "annotation_box_outside": "box reaching outside the image",
@@ -146,12 +148,14 @@ def correlation(a: Optional[np.ndarray], b: Optional[np.ndarray]) -> Optional[fl
 # ----------------------------------------------------------------------------- one record
 
 
-def _stack_intensity(path: str, options: CheckOptions, image_hw, errors: List[DataError]) -> Optional[np.ndarray]:
-    """Check the stack at ``path`` like the mapper (``image_hw``: the size it must have); return its
-    (H, W) channel mean at that size (for pairing), or None when the stack has a problem."""
+def _stack_intensity(path: str, options: CheckOptions, image_hw, errors: List[DataError],
+                     array: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
+    """Check the stack at ``path`` like the mapper (``image_hw``: the size it must have; ``array``:
+    the file as read, if it was); return its (H, W) channel mean at that size (for pairing), or
+    None when the stack has a problem."""
     reader = options.reader
     try:
-        array = reader.read_array(path)
+        array = reader.read_array(path) if array is None else array
     except StackError as e:
         errors.append(e)
         return None
@@ -192,16 +196,18 @@ def check_record(record: Dict, options: CheckOptions = CheckOptions()) -> Record
     result = RecordResult()
     absent = {e.path for e in errors if e.kind in ("missing", "record")}
     file = record.get("file_name")
-    gray = None
+    gray, raw_stack, raw_failed = None, None, False
     if file and file not in absent:
         try:
-            gray = options.reader.read_image(file, "L")[..., 0]  # gray, read like the mapper
+            gray, raw_stack = options.reader.read_record_image(record, "L")  # gray, read like the mapper
+            gray = gray[..., 0]
             h, w = record.get("height"), record.get("width")
             if h is not None and w is not None and (h, w) != gray.shape:
                 errors.append(ImageError(file, f"image size (H, W) {gray.shape} differs from the record's "
                                                f"({h}, {w})", kind="size"))
-        except ImageError as e:
+        except (ImageError, StackError) as e:  # StackError: the raw frame an image is made from
             errors.append(e)
+            raw_failed = isinstance(e, StackError)
     stack_file = record.get(STACK_FILE_KEY)
     intensity = None
     if options.reader.stacks and stack_file and stack_file not in absent:
@@ -209,7 +215,8 @@ def check_record(record: Dict, options: CheckOptions = CheckOptions()) -> Record
         image_hw = gray.shape if gray is not None else None
         if record.get("height") is not None and record.get("width") is not None:
             image_hw = (record["height"], record["width"])
-        intensity = _stack_intensity(stack_file, options, image_hw, errors)
+        if not raw_failed:  # a raw frame's problem is reported once, from reading the image
+            intensity = _stack_intensity(stack_file, options, image_hw, errors, raw_stack)
     if options.pairing and gray is not None and intensity is not None and intensity.shape == gray.shape:
         maps = (structure_map(x, options.pair_size, options.pair_sigma, options.pair_smooth) for x in (gray, intensity))
         result.image_map, result.stack_map = maps

@@ -17,6 +17,8 @@ KINDS = (
     "channels",  # wrong channel count
     "size",  # stack and image (or image and record) sizes differ
     "nonfinite",  # NaN or Inf values
+    "range",  # values above the declared range (a raw frame's INPUT.STACK.RAW.BITS)
+    "homography",  # a stack-to-image homography that is malformed, singular or maps the stack off the image
     "category",  # category_id not among the dataset's categories
     "box_empty",  # a box of zero / negative (or non-finite) width or height
     "box_outside",  # a box reaching outside the image

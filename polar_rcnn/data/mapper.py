@@ -244,25 +244,26 @@ class PolarDatasetMapper(DatasetMapper):
         return ret
 
     # ---------------------------------------------------------------------------------- reading
-    def _read_image(self, dataset_dict) -> np.ndarray:
+    def _read_image(self, dataset_dict) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """The image and, when it was made from the record's raw frame, that frame's stack."""
         path = dataset_dict.get("file_name")
         if not path:
             raise ImageError(f"record image_id={dataset_dict.get('image_id')}", "dataset record has no 'file_name'",
                              kind="record")
-        image = self.reader.read_image(path)
+        image, raw_stack = self.reader.read_record_image(dataset_dict)
         try:
             utils.check_image_size(dataset_dict, image)
         except utils.SizeMismatchError as e:
             raise ImageError(path, f"image size (H, W) {image.shape[:2]} differs from the record's "
                                    f"({dataset_dict.get('height')}, {dataset_dict.get('width')})", kind="size") from e
-        return image
+        return image, raw_stack
 
-    def _read_stack(self, dataset_dict, image_size) -> Tuple[np.ndarray, float]:
+    def _read_stack(self, dataset_dict, image_size, array: Optional[np.ndarray] = None) -> Tuple[np.ndarray, float]:
         path = dataset_dict.get(STACK_FILE_KEY)
         if not path:
-            raise StackError(dataset_dict["file_name"], f"dataset record has no '{STACK_FILE_KEY}' "
-                                                        "(no DATASETS.STACK_KEY in the JSON image entry?)", kind="record")
-        stack, scale, resized = self.reader.read_stack(path, image_size)
+            raise StackError(dataset_dict["file_name"], f"dataset record has no '{STACK_FILE_KEY}' (no "
+                                                        "DATASETS.STACK_KEY in the JSON image entry?)", kind="record")
+        stack, scale, resized = self.reader.read_stack(path, image_size, array)
         if resized:
             self.num_resized += 1
             n = self.num_resized
@@ -293,10 +294,10 @@ class PolarDatasetMapper(DatasetMapper):
 
     def _map(self, dataset_dict):
         dataset_dict = copy.deepcopy(dataset_dict)  # modified below
-        image = self._read_image(dataset_dict)
+        image, raw_stack = self._read_image(dataset_dict)
         if self.is_train and "annotations" in dataset_dict:
             self._check_annotations(dataset_dict)
-        stack, scale = self._read_stack(dataset_dict, image.shape[:2]) if self.load_stacks else (None, 1.0)
+        stack, scale = self._read_stack(dataset_dict, image.shape[:2], raw_stack) if self.load_stacks else (None, 1.0)
         sem_seg_gt = None
         if "sem_seg_file_name" in dataset_dict:
             sem_seg_gt = utils.read_image(dataset_dict.pop("sem_seg_file_name"), "L").squeeze(2)

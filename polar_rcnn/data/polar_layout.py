@@ -17,6 +17,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from .. import polarization as P
+from .dofp import angle_order, raw_format_from_config
 
 POLARIZATIONS = ("", "angles", "stokes", "dolp_aolp")
 DERIVED_INPUTS = ("raw", "stokes", "dolp_aolp_trig")
@@ -124,7 +125,11 @@ class PolarLayout:
 
 
 def raw_stack_channels(cfg) -> int:
-    """Channels of the stack files: ``INPUT.STACK.CHANNELS``, or ``MODEL.POLAR.IN_CHANNELS`` if 0."""
+    """Channels of the stack files: ``INPUT.STACK.CHANNELS``, or ``MODEL.POLAR.IN_CHANNELS`` if 0;
+    for raw polarization frames (``INPUT.STACK.SOURCE`` "dofp") those of the demosaiced stack."""
+    raw = raw_format_from_config(cfg)
+    if raw is not None:
+        return raw.channels
     return int(cfg.INPUT.STACK.CHANNELS) or int(cfg.MODEL.POLAR.IN_CHANNELS)
 
 
@@ -153,6 +158,7 @@ def loader_stack_channels(cfg) -> int:
 
 def check_stack_config(cfg) -> PolarLayout:
     """Validate ``INPUT.STACK`` against ``MODEL.POLAR.IN_CHANNELS``; ValueError saying what to set."""
+    _check_raw_config(cfg)
     layout = polar_layout_from_config(cfg)
     derived = cfg.INPUT.STACK.DERIVED
     n = layout.derived_channels(derived)
@@ -163,6 +169,22 @@ def check_stack_config(cfg) -> PolarLayout:
             f"set MODEL.POLAR.IN_CHANNELS {n} (and INPUT.STACK.CHANNELS {layout.channels})"
         )
     return layout
+
+
+def _check_raw_config(cfg) -> None:
+    """ValueError when raw polarization frames (``INPUT.STACK.SOURCE`` "dofp") meet settings that
+    do not describe their demosaiced stack."""
+    s = cfg.INPUT.STACK
+    raw = raw_format_from_config(cfg)
+    if raw is None:
+        return
+    if s.POLARIZATION != "angles":
+        raise ValueError(f"INPUT.STACK.SOURCE 'dofp' demosaics raw frames into polarizer-angle images: set "
+                         f"INPUT.STACK.POLARIZATION 'angles' (got {s.POLARIZATION!r})")
+    if s.CHANNELS not in (0, raw.channels):
+        raise ValueError(f"INPUT.STACK.CHANNELS is {s.CHANNELS}, but a {raw.pattern} raw frame "
+                         f"(INPUT.STACK.RAW.PATTERN) demosaics into {raw.channels} channels ({raw.bands} band(s) x 4 angles): set it to 0")
+    angle_order(s.ANGLES)
 
 
 __all__ = [

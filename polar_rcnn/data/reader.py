@@ -4,7 +4,10 @@ by the mapper, the dataset checker, the stack statistics, the predictor and the 
 It holds everything that turns ``INPUT.*`` into "read this image, read this stack": the image
 format, the stack's axis order, dtype scale, ``.npz`` key, channel count, what a stack of another
 size than its image means (``INPUT.STACK.RESIZE_MISMATCHED``), the channels' polarization meaning
-(:class:`~polar_rcnn.data.PolarLayout`) and the derived model input (``INPUT.STACK.DERIVED``).
+(:class:`~polar_rcnn.data.PolarLayout`), the derived model input (``INPUT.STACK.DERIVED``) and,
+for raw polarization-sensor frames (``INPUT.STACK.SOURCE`` "dofp"), their format
+(:class:`~polar_rcnn.data.dofp.RawFormat`): such a frame is demosaiced on read, and a record whose
+image file is its stack file gets its image made from the frame (:meth:`SampleReader.read_record_image`).
 Problems raise :class:`~polar_rcnn.data.DataError` subclasses naming the file.
 """
 import os
@@ -16,8 +19,10 @@ import numpy as np
 from detectron2.data import detection_utils as utils
 
 from ..config import DERIVED_ON_CHOICES
+from .dofp import DOFP_ANGLES_DEG, RawFormat, angle_order, raw_format_from_config
 from .errors import ImageError
 from .polar_layout import DERIVED_INPUTS, PolarLayout, check_stack_config, raw_stack_channels
+from .record_validation import STACK_FILE_KEY
 from .stack_io import LAYOUTS, prepare_stack, read_stack, stack_scale, stack_to_float
 
 
@@ -51,8 +56,14 @@ class SampleReader:
     polar_layout: Optional[PolarLayout] = None  # channel meaning (flips, derived inputs)
     derived: str = "raw"  # INPUT.STACK.DERIVED
     derived_on: str = "model"  # INPUT.STACK.DERIVED_ON
+    raw: Optional[RawFormat] = None  # INPUT.STACK.RAW when INPUT.STACK.SOURCE is "dofp", else None
 
     def __post_init__(self):
+        if self.raw is not None and self.polar_layout is not None:
+            if self.polar_layout.polarization != "angles" or self.polar_layout.channels != self.raw.channels:
+                raise ValueError(f"raw {self.raw.pattern} frames demosaic into {self.raw.channels} polarizer-angle "
+                                 f"channels; the polar_layout says {self.polar_layout}")
+            angle_order(self.polar_layout.angles)
         if not self.stacks:
             return
         if self.layout not in LAYOUTS:
@@ -86,6 +97,7 @@ class SampleReader:
             polar_layout=layout,
             derived=s.DERIVED,
             derived_on=s.DERIVED_ON,
+            raw=raw_format_from_config(cfg),
         )
 
     # ------------------------------------------------------------------------------- images
@@ -93,33 +105,70 @@ class SampleReader:
         """The image at ``path`` in ``image_format`` (default: the reader's), see :func:`read_image_file`."""
         return read_image_file(path, image_format or self.image_format)
 
+    def image_from_stack(self, record: dict) -> bool:
+        """Whether ``record``'s image is made from its stack file: a raw polarization frame
+        (``INPUT.STACK.SOURCE`` "dofp") named both as the image (``file_name``) and as the stack."""
+        image, stack = record.get("file_name"), record.get(STACK_FILE_KEY)
+        return (self.raw is not None and bool(image) and bool(stack)
+                and os.path.normpath(os.path.abspath(image)) == os.path.normpath(os.path.abspath(stack)))
+
+    def read_record_image(self, record: dict, image_format: Optional[str] = None
+                          ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """``record``'s image in ``image_format`` (default: the reader's) and, when it was made from
+        the record's raw frame (:meth:`image_from_stack`: S0 per Bayer band, mono as gray), that
+        frame's demosaiced stack (pass it to :meth:`read_stack` / :meth:`load_stack` as ``array``;
+        None otherwise)."""
+        if not self.image_from_stack(record):
+            return self.read_image(record["file_name"], image_format), None
+        array = self.read_array(record[STACK_FILE_KEY])
+        return self.raw.image(array, image_format or self.image_format), array
+
     # ------------------------------------------------------------------------------- stacks
+    @property
+    def angles(self) -> Tuple[float, ...]:
+        """Polarizer angles of the channels within a band (raw frames are demosaiced in this order)."""
+        return self.polar_layout.angles if self.polar_layout is not None else DOFP_ANGLES_DEG
+
+    @property
+    def stored_scale(self) -> float:
+        """``INPUT.STACK.SCALE``, else for raw frames 1 / (2^bits - 1), else 0 (by dtype)."""
+        if self.scale == 0.0 and self.raw is not None:
+            return self.raw.scale
+        return self.scale
+
     def read_array(self, path: str) -> np.ndarray:
-        """The stack file as stored, (H, W, C) (memory-mapped ``.npy``), unchecked."""
+        """The stack file as stored, (H, W, C) (memory-mapped ``.npy``), unchecked; a raw frame
+        checked and demosaiced (a new array)."""
+        if self.raw is not None:
+            return self.raw.load(path, self.angles)
         return read_stack(path, self.layout, self.npz_key)
 
-    def read_stack(self, path: str, image_hw: Optional[Sequence[int]] = None) -> Tuple[np.ndarray, float, bool]:
+    def read_stack(self, path: str, image_hw: Optional[Sequence[int]] = None, array: Optional[np.ndarray] = None
+                   ) -> Tuple[np.ndarray, float, bool]:
         """The checked (channels, size, NaN/Inf, dtype) stack in its stored dtype, resized to
-        ``image_hw`` when it differs and ``resize_mismatched`` (else a size error). Returns
-        ``(stack, scale, was_resized)``: ``stack * scale`` are its float values."""
-        array = self.read_array(path)
-        stack, resized = prepare_stack(array, path, layout=self.layout, scale=self.scale, expected_channels=self.channels,
-                                       expected_size=image_hw, resize=self.resize_mismatched, to_float=False)
+        ``image_hw`` when it differs and ``resize_mismatched`` (else a size error); ``array``: the
+        file's :meth:`read_array`, when already read. Returns ``(stack, scale, was_resized)``:
+        ``stack * scale`` are its float values."""
+        array = self.read_array(path) if array is None else array
+        stack, resized = prepare_stack(array, path, layout=self.layout, scale=self.stored_scale,
+                                       expected_channels=self.channels, expected_size=image_hw,
+                                       resize=self.resize_mismatched, to_float=False)
         return stack, self.scale_of(stack, path), resized
 
     def scale_of(self, array: np.ndarray, path: str = "stack") -> float:
         """The multiplier from ``array``'s stored values to floats (``INPUT.STACK.SCALE`` or by dtype)."""
-        return stack_scale(array.dtype, self.scale, path)
+        return stack_scale(array.dtype, self.stored_scale, path)
 
     def to_float(self, array: np.ndarray, path: str = "stack") -> np.ndarray:
         """A new float32 copy of ``array`` times its scale (NaN/Inf: :class:`StackError`)."""
-        return stack_to_float(array, self.scale, path)
+        return stack_to_float(array, self.stored_scale, path)
 
-    def load_stack(self, path: str, image_hw: Optional[Sequence[int]] = None) -> np.ndarray:
+    def load_stack(self, path: str, image_hw: Optional[Sequence[int]] = None, array: Optional[np.ndarray] = None
+                   ) -> np.ndarray:
         """The stack as a new float32 (H, W, C) array of its values (checked, resized as
         :meth:`read_stack`), not derived."""
-        array = self.read_array(path)
-        return prepare_stack(array, path, layout=self.layout, scale=self.scale, expected_channels=self.channels,
+        array = self.read_array(path) if array is None else array
+        return prepare_stack(array, path, layout=self.layout, scale=self.stored_scale, expected_channels=self.channels,
                              expected_size=image_hw, resize=self.resize_mismatched)[0]
 
     def derive(self, stack: np.ndarray) -> np.ndarray:

@@ -84,6 +84,18 @@ def _read_tiff(path: str) -> np.ndarray:
     return tifffile.imread(path)
 
 
+def check_stack_file(path: str, extensions: Sequence[str], what: str = "stack") -> str:
+    """The lower-case extension of ``path``; :class:`StackError` when the file does not exist
+    ("missing") or its extension is not among ``extensions`` ("format")."""
+    if not os.path.isfile(path):
+        raise StackError(path, f"{what} file not found", kind="missing")
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in extensions:
+        raise StackError(path, f"unsupported {what} format {ext!r} (supported: {', '.join(extensions)})",
+                         kind="format")
+    return ext
+
+
 def read_stack(path: str, layout: str = "HWC", npz_key: Optional[str] = None) -> np.ndarray:
     """Read a stack file as an (H, W, C) array in its stored dtype.
 
@@ -99,12 +111,7 @@ def read_stack(path: str, layout: str = "HWC", npz_key: Optional[str] = None) ->
         ValueError: an unknown ``layout``.
     """
     _check_layout(layout)
-    if not os.path.isfile(path):
-        raise StackError(path, "stack file not found", kind="missing")
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in STACK_EXTENSIONS:
-        raise StackError(path, f"unsupported stack format {ext!r} (supported: {', '.join(STACK_EXTENSIONS)})",
-                         kind="format")
+    ext = check_stack_file(path, STACK_EXTENSIONS)
     try:
         if ext == ".npy":
             array = _read_npy(path)

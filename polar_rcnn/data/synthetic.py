@@ -41,6 +41,13 @@ uniforms) is added to RGB and to every stack channel; values are clipped to
 [0, 1], RGB is written as 8-bit PNG and the stack as ``.npy`` (see
 :data:`CHANNEL_LAYOUT_DOC`, :func:`encode_stack`).
 
+With ``raw`` "mono" or "color" a raw polarization-sensor frame is also written per frame, as
+an IMX250MZR / IMX250MYR would record the scene (:func:`raw_frame`, :mod:`polar_rcnn.data.dofp`):
+Malus' law with the frame's DoLP / AoLP on the luminance (mono) or on R, G, B (color), noise of
+``noise_std`` (from its own seed, so the other files are the same with or without it), sampled
+through the micro-polarizer (and Bayer) pattern and quantised to ``raw_bits`` bits in a 16-bit
+PNG ``<split>/raw/<stem>.png``; the JSON image entry names it as ``"raw_file"``.
+
 Seeding: video ``v`` of a split uses ``numpy.random.default_rng([cfg.seed, v])``,
 so the same config gives identical bytes. Callers must give the validation
 split a different seed (convention: ``seed + VAL_SEED_OFFSET``).
@@ -89,6 +96,8 @@ VAL_SEED_OFFSET = 1000  # convention: val split uses cfg.seed + VAL_SEED_OFFSET
 POLARIZER_ANGLES_DEG = (0, 45, 90, 135)
 SIGNAL_MODES = ("stack", "rgb", "both", "none")
 STACK_DTYPES = ("float16", "float32", "uint16", "uint8")
+RAW_PATTERNS = ("", "mono", "color")  # "": no raw frames
+RAW_JSON_KEY = "raw_file"  # image-entry key naming the raw frame (relative to <split>/raw)
 
 CHANNEL_LAYOUT_DOC = (
     "Stack .npy arrays are (H, W, C) channel-last with C = num_bands * 4. "
@@ -133,6 +142,8 @@ class SyntheticConfig:
     seed: int = 0
     speed: Tuple[float, float] = (1.5, 4.0)  # object speed range, px / frame
     jitter: int = 1  # max global camera jitter per frame, px (uniform integer shift)
+    raw: str = ""  # "" | "mono" | "color": also write raw polarization-sensor frames
+    raw_bits: int = 12  # significant bits of the raw frames
 
     def __post_init__(self):
         self.image_size = tuple(int(v) for v in self.image_size)
@@ -154,6 +165,19 @@ class SyntheticConfig:
             raise ValueError("num_bands >= 1, num_videos >= 0 and frames_per_video >= 1 required")
         if self.seed < 0 or self.jitter < 0 or not 0 <= self.speed[0] <= self.speed[1]:
             raise ValueError("seed >= 0, jitter >= 0 and 0 <= speed[0] <= speed[1] required")
+        if self.raw not in RAW_PATTERNS:
+            raise ValueError(f"raw must be one of {RAW_PATTERNS}, got {self.raw!r}")
+        if self.raw:
+            period = self.raw_format.period
+            if self.image_size[0] % period or self.image_size[1] % period:
+                raise ValueError(f"raw {self.raw!r} frames need H and W multiples of {period}, got {self.image_size}")
+
+    @property
+    def raw_format(self):
+        """The :class:`~polar_rcnn.data.dofp.RawFormat` of the raw frames (``raw`` set)."""
+        from .dofp import RawFormat
+
+        return RawFormat(self.raw, self.raw_bits)
 
     @property
     def num_channels(self) -> int:
@@ -170,6 +194,9 @@ class SyntheticFrame:
     stack: np.ndarray  # (H, W, C) float32, layout CHANNEL_LAYOUT_DOC
     labels: np.ndarray  # (H, W) int16: -1 background, else object index in video
     objects: List[Dict] = field(default_factory=list)  # kept (annotated) objects
+    radiance: Optional[np.ndarray] = None  # (H, W, 3) float32 noise-free RGB radiance
+    dolp: Optional[np.ndarray] = None  # (H, W) float32 degree of linear polarization
+    aolp: Optional[np.ndarray] = None  # (H, W) float32 angle of linear polarization, radians
 
 
 # ----------------------------------------------------------------------------- physics
@@ -475,9 +502,21 @@ def render_video(cfg: SyntheticConfig, video_index: int) -> Iterator[SyntheticFr
                 "dolp": obj["dolp"],
                 "aolp_deg": obj["aolp_deg"],
             })
-        yield SyntheticFrame(video_index, f, rgb, stack, labels, kept)
+        yield SyntheticFrame(video_index, f, rgb, stack, labels, kept, radiance, dolp, aolp)
         for obj in objects:
             _step(obj)
+
+
+def raw_frame(frame: SyntheticFrame, cfg: SyntheticConfig, noise_std: Optional[float] = None) -> np.ndarray:
+    """The raw ``cfg.raw`` polarization-sensor frame of ``frame`` (see the module docstring):
+    uint16 (H, W) values in [0, 2^raw_bits - 1]; ``noise_std`` overrides ``cfg.noise_std``."""
+    from .dofp import mosaic
+
+    bands = frame.radiance if cfg.raw == "color" else frame.radiance.mean(axis=2, keepdims=True)
+    stack = malus_stack(bands, frame.dolp, frame.aolp)
+    rng = np.random.default_rng([cfg.seed, frame.video_id, frame.frame_id, 1])
+    _add_noise(rng, stack, cfg.noise_std if noise_std is None else noise_std)
+    return mosaic(stack, cfg.raw_format).astype(np.uint16)
 
 
 # ----------------------------------------------------------------------------- writer
@@ -518,6 +557,9 @@ def generate_split(output_dir: str, split: str, cfg: SyntheticConfig, progress: 
     stk_dir = os.path.join(output_dir, split, "stacks")
     os.makedirs(img_dir, exist_ok=True)
     os.makedirs(stk_dir, exist_ok=True)
+    raw_dir = os.path.join(output_dir, split, "raw")
+    if cfg.raw:
+        os.makedirs(raw_dir, exist_ok=True)
     H, W = cfg.image_size
     vw = max(3, len(str(max(cfg.num_videos - 1, 0))))
     fw = max(4, len(str(cfg.frames_per_video - 1)))
@@ -538,6 +580,11 @@ def generate_split(output_dir: str, split: str, cfg: SyntheticConfig, progress: 
                 "id": image_id, "file_name": stem + ".png", "stack_file": stem + ".npy",
                 "height": H, "width": W, "video_id": v, "frame_id": frame.frame_id,
             })
+            if cfg.raw:
+                raw_path = os.path.join(raw_dir, stem + ".png")
+                if not cv2.imwrite(raw_path, raw_frame(frame, cfg)):
+                    raise IOError(f"cv2.imwrite failed for {raw_path}")
+                images[-1][RAW_JSON_KEY] = stem + ".png"
             for obj in frame.objects:
                 annotations.append({
                     "id": len(annotations) + 1, "image_id": image_id,
@@ -552,9 +599,9 @@ def generate_split(output_dir: str, split: str, cfg: SyntheticConfig, progress: 
         track_base += cfg.objects_per_frame[1]
 
     stale = 0
-    for d in (img_dir, stk_dir):
+    for d in (img_dir, stk_dir) + ((raw_dir,) if os.path.isdir(raw_dir) else ()):
         for name in os.listdir(d):
-            if _NAME_RE.match(name) and name not in written:
+            if _NAME_RE.match(name) and (name not in written or (d == raw_dir and not cfg.raw)):
                 os.remove(os.path.join(d, name))
                 stale += 1
     if stale:

@@ -68,12 +68,12 @@ def load_inputs(cfg, record: Dict) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     record names none, and, for models that read no stack (``INPUT.STACK.ENABLED`` False), when it
     cannot be read (logged): it is only shown then."""
     reader = SampleReader.from_config(cfg, image_format="BGR")
-    image = reader.read_image(record["file_name"])
+    image, raw_stack = reader.read_record_image(record)
     stack_file = record.get(STACK_FILE_KEY)
     if not stack_file:
         return image, None
     try:
-        stack = reader.load_stack(stack_file, image.shape[:2])
+        stack = reader.load_stack(stack_file, image.shape[:2], raw_stack)
     except StackError as e:
         if reader.stacks:
             raise
