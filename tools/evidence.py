@@ -583,7 +583,7 @@ def write_report(ev: Evidence, path: str, argv: Sequence[str], wall: float) -> s
               f"- Model: Faster R-CNN, ResNet-18-FPN with GroupNorm, FPN width {a.fpn_channels}, box head FC "
               f"{a.fc_dim} (`configs/{DEMO}`"
               + (f"; the `mask_*` variants: Mask R-CNN, the same with a GroupNorm mask head, `configs/{MASK_DEMO}`"
-                 if any(VARIANTS[v].config in (MASK_DEMO, MASK_RGB) for v in variants) else "") + "). Library default branch (`add_polar_config`): {branch_text(polar)}."
+                 if any(VARIANTS[v].config in (MASK_DEMO, MASK_RGB) for v in variants) else "") + f"). Library default branch (`add_polar_config`): {branch_text(polar)}."
               + (f" The demo config's own branch (`demo_*` variants, with their options on top): {branch_text(demo)}."
                  if any(not VARIANTS[v].library_branch for v in variants) else "")]
     if pretrained:

@@ -169,6 +169,7 @@ def test_masks_preset_reports_box_and_mask_ap(tmp_path):
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     text = report.read_text()
+    assert "branch_text" not in text and "-stage, hidden " in text
     assert "# Mask R-CNN" in text and "## COCO mask AP" in text and "Mask AP minus mask_rgb_only's" in text
     mask_rows = [line for line in text.split("## COCO mask AP")[1].split("##")[0].splitlines()
                  if line.startswith(("| mask_rgb_only |", "| mask_branch_both |")) and line.endswith("| 1 |")]
