@@ -34,6 +34,9 @@ def add_polar_config(cfg: CN) -> None:
     _C.MODEL.POLAR.INPUT_STRIDE = 4
     # Zero-initialise the branch's last conv, so the untrained branch leaves the detector unchanged.
     _C.MODEL.POLAR.ZERO_INIT = True
+    # Multiply the branch's output at each level by a learned scalar that starts at 0 (the detector
+    # starts as the image-only one while the branch convs start random); needs ZERO_INIT False.
+    _C.MODEL.POLAR.CLOSED_GATE = False
     # Per-level fusion of image and polar features: "add", "concat" (1x1 conv), "gate" (spatial
     # sigmoid gate on the polar features) or "channel_attention" (SE-style channel gate).
     _C.MODEL.POLAR.FUSION = "add"

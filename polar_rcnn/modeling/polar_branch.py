@@ -22,7 +22,10 @@ class PolarBranch(nn.Module):
 
     The first conv runs on the stack average-pooled by ``input_stride``. With ``zero_init`` the last
     conv (``post`` convs, or ``pre`` for one-stage) starts at zero, so the branch outputs zeros and
-    a fused detector starts exactly as the image-only one.
+    a fused detector starts exactly as the image-only one. With ``closed_gate`` each level's output
+    is multiplied by a learned scalar (parameters ``gate.<level>``) that starts at zero: the
+    branch's output is zero at the start too, its convs keep their random start and train once a
+    gate opens, which only the gradient of the gate (one number per level) can do.
     """
 
     @configurable
@@ -39,6 +42,7 @@ class PolarBranch(nn.Module):
         input_stride: int = 1,
         norm: str = "",
         zero_init: bool = True,
+        closed_gate: bool = False,
     ):
         """
         Args:
@@ -52,6 +56,8 @@ class PolarBranch(nn.Module):
             norm: norm after the first conv of the two-stage branch ("" for none, "GN", ...; see
                 :func:`detectron2.layers.get_norm`).
             zero_init: start the last conv at zero.
+            closed_gate: multiply each level's output by a learned scalar that starts at zero
+                (needs ``zero_init=False``: with both at zero no gradient would reach either).
         """
         super().__init__()
         if num_stages not in NUM_STAGES_CHOICES:
@@ -75,11 +81,18 @@ class PolarBranch(nn.Module):
                 f"MODEL.POLAR.NORM 'GN' uses 32 groups: MODEL.POLAR.HIDDEN_CHANNELS ({hidden_channels}) "
                 "must be a multiple of 32"
             )
+        if closed_gate and zero_init:
+            raise ValueError(
+                "MODEL.POLAR.CLOSED_GATE starts the branch's output at zero already; with MODEL.POLAR.ZERO_INIT too "
+                "neither the gates nor the last conv would ever get a gradient: set MODEL.POLAR.ZERO_INIT: False"
+            )
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.num_stages = num_stages
         self.input_stride = input_stride
         self.level_names = list(level_names)
+        self.gate = (nn.ParameterDict({name: nn.Parameter(torch.zeros(())) for name in self.level_names})
+                     if closed_gate else None)
 
         if num_stages == 1:
             self.pre = Conv2d(in_channels, out_channels, pre_kernel_size, padding=pre_kernel_size // 2)
@@ -114,6 +127,7 @@ class PolarBranch(nn.Module):
             "input_stride": cfg.MODEL.POLAR.INPUT_STRIDE,
             "norm": cfg.MODEL.POLAR.NORM,
             "zero_init": cfg.MODEL.POLAR.ZERO_INIT,
+            "closed_gate": cfg.MODEL.POLAR.CLOSED_GATE,
         }
 
     def forward(self, stack: torch.Tensor, sizes: Dict[str, Tuple[int, int]]) -> Dict[str, torch.Tensor]:
@@ -134,13 +148,19 @@ class PolarBranch(nn.Module):
         if self.num_stages == 1 and self.pre.kernel_size == (1, 1):
             # a 1x1 conv commutes with the bilinear resize: resize the C-channel input (no gradient
             # needed) instead of the FPN-wide output, whose resize backward zero-fills full buffers
-            return {name: self.pre(_resize(stack, tuple(sizes[name]))) for name in self.level_names}
+            return self._gated({name: self.pre(_resize(stack, tuple(sizes[name]))) for name in self.level_names})
         hidden = self.pre(stack)
         out = {}
         for name in self.level_names:
             resized = _resize(hidden, tuple(sizes[name]))
             out[name] = resized if self.num_stages == 1 else self.post[name](resized)
-        return out
+        return self._gated(out)
+
+    def _gated(self, out: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """``out`` times each level's gate (``closed_gate``), else ``out``."""
+        if self.gate is None:
+            return out
+        return {name: x * self.gate[name].to(x.dtype) for name, x in out.items()}
 
 
 def _resize(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
