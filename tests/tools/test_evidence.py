@@ -115,7 +115,7 @@ def test_unpaired_dataset_gives_every_image_another_videos_stack(tmp_path):
 
 def test_scratch_preset_and_which_branch_each_variant_runs(tmp_path):
     args = evidence.parse_args(["--preset", "scratch", "--output", str(tmp_path), "--seeds", "0"])
-    assert args.variants == ["rgb_scratch", "demo_random_init", "demo_zero_init", "polar_scratch"] and args.section == "scratch"
+    assert args.variants == ["rgb_scratch", "demo_random_init", "polar_scratch"] and args.section == "scratch"
     assert args.datasets == ["stack", "unpaired"] and args.seeds == [0] and args.jobs == 2
     assert evidence.reference_variant(args.variants) == "rgb_scratch"
     ev = evidence.Evidence(args)
@@ -125,11 +125,16 @@ def test_scratch_preset_and_which_branch_each_variant_runs(tmp_path):
     assert all(x in polar for x in library)  # the library default, whatever the demo config says
     demo = ev.run_opts("demo_scratch", "unpaired", "0")
     assert not any(f"MODEL.POLAR.{key}" in demo for key in evidence.BRANCH_KEYS)  # the demo config's own branch
-    for variant, zero_init in (("demo_random_init", "False"), ("demo_zero_init", "True")):
+    for variant, zero_init, gate in (("demo_random_init", "False", "False"), ("demo_zero_init", "True", "False"),
+                                     ("demo_closed_gate", "False", "True")):
         opts = ev.run_opts(variant, "unpaired", "0")
         assert opts[opts.index("MODEL.POLAR.ZERO_INIT") + 1] == zero_init
-        assert not any(f"MODEL.POLAR.{key}" in opts for key in evidence.BRANCH_KEYS if key != "ZERO_INIT")
-    assert demo[demo.index("MODEL.WEIGHTS") + 1] == "" and demo[demo.index("SOLVER.MAX_ITER") + 1] == "300"
+        assert opts[opts.index("MODEL.POLAR.CLOSED_GATE") + 1] == gate
+        assert not any(f"MODEL.POLAR.{key}" in opts for key in evidence.BRANCH_KEYS
+                       if key not in ("ZERO_INIT", "CLOSED_GATE"))
+        assert evidence.setup_cfg(os.path.join(evidence.CONFIGS, evidence.VARIANTS[variant].config),
+                                  opts[:-2]).MODEL.POLAR.CLOSED_GATE == (gate == "True")
+    assert demo[demo.index("MODEL.WEIGHTS") + 1] == "" and demo[demo.index("SOLVER.MAX_ITER") + 1] == "600"
 
 
 def test_parallel_jobs_from_the_command_line_then_reused_in_process(tmp_path):
