@@ -9,6 +9,8 @@ from detectron2.config import CfgNode as CN
 DERIVED_ON_CHOICES = ("model", "loader")
 #: values of INPUT.STACK.SOURCE
 STACK_SOURCES = ("stack", "dofp")
+#: values of INPUT.STACK.RESOLUTION
+STACK_RESOLUTIONS = ("branch", "full")
 
 
 def add_polar_config(cfg: CN) -> None:
@@ -96,6 +98,10 @@ def add_polar_config(cfg: CN) -> None:
     # Where DERIVED is computed: "model" (on the model's device, from the stored stack the loader
     # delivers) or "loader" (float32 in the data-loader workers).
     _C.INPUT.STACK.DERIVED_ON = "model"
+    # Resolution the loader delivers the stack at: "branch" = on the MODEL.POLAR.INPUT_STRIDE grid that
+    # the branch's first conv reads (s x s means; the image's resolution where the model reads it there:
+    # early fusion, INPUT_STRIDE 1), "full" = the image's resolution (the model pools it).
+    _C.INPUT.STACK.RESOLUTION = "branch"
     # Photometric augmentations (brightness gains) also scale the stack; False = RGB only.
     _C.INPUT.STACK.PHOTOMETRIC = False
     # What the stack files are: "stack" (ready (H, W, C) arrays, as above) or "dofp" (raw frames of a

@@ -2,7 +2,7 @@
 ``tools/benchmark.py`` and ``tools/branch_cost.py``): the compared models (:mod:`.variants`), model
 time, memory and FLOPs (:mod:`.models`), the data path (:mod:`.data_loading`) and process memory
 (:mod:`.memory`)."""
-from .data_loading import (build_mappers, mapper_config, mapper_throughput, measure_loader_training, measure_mappers,
+from .data_loading import (FULL_RESOLUTION, build_mappers, mapper_config, mapper_throughput, measure_loader_training, measure_mappers,
                            worker_memory_in_fresh_process, worker_memory_run, write_synthetic_files)
 from .memory import PeakMemory, child_pids, peak_rss_mb, process_memory_mb, run_in_fresh_process
 from .models import (ModelRunner, add_ratios, measure_models, model_inputs, op_delta_rows, op_times,
@@ -11,7 +11,7 @@ from .variants import (POLAR_VARIANTS, VANILLA, VARIANTS, ModelVariant, base_con
                        get_variants, is_polar, num_parameters, variant_config)
 
 __all__ = [
-    "POLAR_VARIANTS", "VANILLA", "VARIANTS", "ModelRunner", "PeakMemory", "ModelVariant", "add_ratios", "base_config",
+    "FULL_RESOLUTION", "POLAR_VARIANTS", "VANILLA", "VARIANTS", "ModelRunner", "PeakMemory", "ModelVariant", "add_ratios", "base_config",
     "build_mappers", "build_variant_model", "child_pids", "count_flops", "get_variants", "is_polar", "mapper_config",
     "mapper_throughput", "measure_loader_training", "measure_mappers", "measure_models", "model_inputs",
 "num_parameters", "op_delta_rows", "op_times", "parse_size", "peak_memory_in_fresh_process",

@@ -18,6 +18,7 @@ from detectron2.data.build import worker_init_reset_seed
 from detectron2.structures import BoxMode
 from detectron2.utils.events import EventStorage
 
+from ..architecture import stack_delivery_stride
 from ..data import PolarDatasetMapper
 from .memory import child_pids, process_memory_mb
 from .models import ModelRunner, add_ratios
@@ -96,6 +97,10 @@ def derived_config(base: CfgNode, derived: str, derived_on: str = "model") -> Cf
     return cfg
 
 
+#: the polar mapper with INPUT.STACK.RESOLUTION "full" in :func:`build_mappers`
+FULL_RESOLUTION = "polar@full"
+
+
 def mapper_name(derived: str = "raw", derived_on: str = "model") -> str:
     """The mapper column of :func:`measure_mappers`: "polar", or e.g. "polar stokes@loader"."""
     return "polar" if derived == "raw" else f"polar {derived}@{derived_on}"
@@ -105,9 +110,14 @@ def build_mappers(base: CfgNode, size: Tuple[int, int], scale: float = 1.0,
                   derived: Sequence[Tuple[str, str]] = ()) -> Dict[str, Callable]:
     """``{"rgb": Detectron2's DatasetMapper, "polar": PolarDatasetMapper}`` for training at ``size``
     resized by ``scale``, plus a polar mapper per ``(INPUT.STACK.DERIVED, DERIVED_ON)`` in
-    ``derived`` (named by :func:`mapper_name`)."""
+    ``derived`` (named by :func:`mapper_name`) and, when ``"polar"`` delivers the stack on the
+    branch's grid, :data:`FULL_RESOLUTION` delivering it at the image's resolution."""
     cfg = mapper_config(base, size, scale)
     mappers = {"rgb": DatasetMapper(cfg, is_train=True), "polar": PolarDatasetMapper(cfg, is_train=True)}
+    if stack_delivery_stride(cfg) > 1:
+        full = cfg.clone()
+        full.INPUT.STACK.RESOLUTION = "full"
+        mappers[FULL_RESOLUTION] = PolarDatasetMapper(full, is_train=True)
     for mode, where in derived:
         if mode != "raw":
             mappers[mapper_name(mode, where)] = PolarDatasetMapper(derived_config(cfg, mode, where), is_train=True)
@@ -161,10 +171,10 @@ def measure_mappers(base: CfgNode, size: Tuple[int, int], records: Mapping[str, 
     The RGB mapper reads the images of the first dtype's records; configurations are interleaved
     over ``repeats``."""
     dtypes = list(records)
-    polar = ["polar"] + [mapper_name(m, w) for m, w in derived if m != "raw"]
+    mappers = {scale: build_mappers(base, size, scale, derived) for scale in scales}
+    polar = [name for name in mappers[scales[0]] if name != "rgb"]
     cases = [("rgb", dtypes[0], None)] + [(name, d, d) for name in polar for d in dtypes]
     size_text = f"{size[0]}x{size[1]}"
-    mappers = {scale: build_mappers(base, size, scale, derived) for scale in scales}
     results = {(scale, c[0], c[2], w): [] for scale in scales for c in cases for w in workers}
     for rep in range(repeats):
         progress(f"{size_text}: mappers, round {rep + 1}/{repeats}")

@@ -8,13 +8,14 @@ import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 
 from detectron2.config import CfgNode
 from detectron2.solver import build_optimizer
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from ..architecture import num_classes
+from ..architecture import num_classes, stack_delivery_stride
 from ..data import loader_stack_channels
 from .memory import PeakMemory, _status_kb, peak_rss_mb, run_in_fresh_process
 from .variants import VANILLA, ModelVariant, build_variant_model, count_flops, base_config, is_polar, num_parameters, variant_config
@@ -54,10 +55,17 @@ def random_batch(batch_size: int, height: int, width: int, stack_channels: int, 
     return batch
 
 
-def model_inputs(batch: List[Dict[str, Any]], polar: bool, train: bool) -> List[Dict[str, Any]]:
-    """``batch`` without the keys this model does not read (stack for vanilla, instances for inference)."""
+def model_inputs(batch: List[Dict[str, Any]], polar: bool, train: bool, stack_stride: int = 1) -> List[Dict[str, Any]]:
+    """``batch`` without the keys this model does not read (stack for vanilla, instances for
+    inference); ``stack_stride`` s > 1: the stacks on the stride-s grid, as the loader delivers them
+    (``INPUT.STACK.RESOLUTION`` "branch": the mean of each cell's pixels, ``"stack_stride"`` s)."""
     drop = ({"stack"} if not polar else set()) | ({"instances"} if not train else set())
-    return [{k: v for k, v in d.items() if k not in drop} for d in batch]
+    out = [{k: v for k, v in d.items() if k not in drop} for d in batch]
+    if polar and stack_stride > 1:
+        for d in out:
+            d["stack"] = F.avg_pool2d(d["stack"][None].float(), stack_stride, ceil_mode=True)[0]
+            d["stack_stride"] = stack_stride
+    return out
 
 
 # ------------------------------------------------------------------------------------- timing
@@ -83,9 +91,9 @@ class ModelRunner:
         self.model = model
         self.device = torch.device(cfg.MODEL.DEVICE)
         self.optimizer = build_optimizer(opt_cfg, model)
-        polar = is_polar(cfg)
-        self.train_batch = model_inputs(batch, polar, train=True)
-        self.infer_batch = model_inputs(batch[:1], polar, train=False)
+        polar, stride = is_polar(cfg), stack_delivery_stride(cfg)
+        self.train_batch = model_inputs(batch, polar, train=True, stack_stride=stride)
+        self.infer_batch = model_inputs(batch[:1], polar, train=False, stack_stride=stride)
 
     def train_step(self, batch: Optional[List[Dict[str, Any]]] = None) -> None:
         """One optimizer step on ``batch`` (default: the cached batch)."""

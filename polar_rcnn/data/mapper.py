@@ -2,6 +2,9 @@
 
 Geometric transforms (resize, crop, flip, ...) are applied to the image and the stack alike; a
 flip also mirrors the polarization angles of a polarization stack (:meth:`PolarLayout.mirror`).
+For a model whose branch reads the stack at ``MODEL.POLAR.INPUT_STRIDE`` s > 1, the stack is
+delivered on the stride-s grid of the augmented image (``INPUT.STACK.RESOLUTION`` "branch",
+:class:`GridStack`).
 Photometric transforms change the RGB image only, unless ``INPUT.STACK.PHOTOMETRIC`` (then
 brightness gains scale the stack too). Derived inputs (``INPUT.STACK.DERIVED``) are computed
 by the model on its device (``INPUT.STACK.DERIVED_ON`` "model") or here after augmentation
@@ -25,11 +28,12 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.utils import comm
 
-from ..architecture import num_classes
+from ..architecture import num_classes, stack_delivery_stride
 from .bad_samples import ON_BAD_SAMPLE, BadSampleLog, bad_sample_log_path
 from .errors import AnnotationError, DataError, ImageError, StackError
 from .polar_layout import PolarLayout
 from .reader import SampleReader
+from .stack_grid import grid_geometry, resample_to_grid
 from .stack_io import resize_stack, stack_to_tensor
 from .record_validation import STACK_FILE_KEY, annotation_problems
 
@@ -141,6 +145,84 @@ def transform_stack(tfm: Transform, stack: StackData, *, polar_layout: Optional[
     return stack
 
 
+class GridStack:
+    """A stack on its way to the stride-``stride`` grid of the augmented image (see
+    :mod:`.stack_grid`), kept lazy: ``array`` is the (H, W, C) source in its stored dtype, never
+    flipped (crops are views of it); the image's resize (``size``), flips and the flips' angle
+    swap (``channel_index``) are pending, and applied by :meth:`to_grid` on the small grid. A
+    brightness gain (``photometric``) multiplies ``scale``. Transforms that cannot stay pending
+    (a crop after a resize, a mirror that needs arithmetic, any other transform) first apply what
+    is pending at the image's resolution, as :func:`transform_stack` does."""
+
+    def __init__(self, stack: StackData, stride: int, *, polar_layout: Optional[PolarLayout] = None,
+                 photometric: bool = False):
+        self.array, self.scale, self.channel_index = stack.array, stack.scale, stack.channel_index
+        self.stride = stride
+        self.size = tuple(stack.array.shape[:2])  # the image's (H, W)
+        self.interpolation = "bilinear"
+        self.flips = (False, False)  # (vertical, horizontal), pending
+        self.polar_layout = polar_layout
+        self.photometric = photometric
+
+    def _stack_data(self) -> StackData:
+        return StackData(self.array, self.scale, self.channel_index)
+
+    def _resize_now(self) -> None:
+        if tuple(self.array.shape[:2]) != self.size:
+            self.array = resize_stack(self.array, self.size, self.interpolation)
+
+    def _flipped(self, array: np.ndarray) -> np.ndarray:
+        vertical, horizontal = self.flips
+        return array[::-1 if vertical else 1, ::-1 if horizontal else 1]
+
+    def _apply_pending(self) -> StackData:
+        """Everything pending applied at the image's resolution: a :class:`StackData`."""
+        self._resize_now()
+        return StackData(self._flipped(self.array), self.scale, self.channel_index)
+
+    def _reset(self, stack: StackData) -> None:
+        self.array, self.scale, self.channel_index = stack.array, stack.scale, stack.channel_index
+        self.size, self.flips = tuple(stack.array.shape[:2]), (False, False)
+
+    def transform(self, tfm: Transform) -> None:
+        for t in _flatten(tfm):
+            if isinstance(t, PHOTOMETRIC_TRANSFORMS):
+                if self.photometric:
+                    self.scale *= float(_stack_gain(t, np.ones((), np.float32)))
+                continue
+            if isinstance(t, T.ResizeTransform):
+                if (t.h, t.w) == (t.new_h, t.new_w):
+                    continue
+                if tuple(self.array.shape[:2]) != self.size:
+                    self._resize_now()  # a second resize: the first one at the image's resolution
+                self.size, self.interpolation = (t.new_h, t.new_w), _INTERPOLATION.get(t.interp, "bilinear")
+            elif isinstance(t, MIRROR_TRANSFORMS) and (self.polar_layout is None
+                                                       or self.polar_layout.mirror_index() is not None):
+                vertical = isinstance(t, VFlipTransform)
+                self.flips = (self.flips[0] ^ vertical, self.flips[1] ^ (not vertical))
+                if self.polar_layout is not None:
+                    self.channel_index = _mirror(self._stack_data(), self.polar_layout).channel_index
+            elif isinstance(t, T.CropTransform):
+                self._resize_now()
+                h, w = self.size
+                x0 = w - t.x0 - t.w if self.flips[1] else t.x0
+                y0 = h - t.y0 - t.h if self.flips[0] else t.y0
+                self.array = self.array[y0:y0 + t.h, x0:x0 + t.w]
+                self.size = (t.h, t.w)
+            elif not isinstance(t, T.NoOpTransform):
+                self._reset(transform_stack(t, self._apply_pending(), polar_layout=self.polar_layout,
+                                            photometric=self.photometric))
+
+    def to_grid(self) -> StackData:
+        """The stack on the grid (ceil(H/s), ceil(W/s)) of the augmented image, in the image's
+        order: stored dtype (float32 for float16 stacks), ``channel_index`` still to gather."""
+        geometry = grid_geometry(self.array.shape[:2], self.size, self.stride, self.flips)
+        if geometry is None:  # cells that do not cover whole source pixels: the image's resize first
+            self._resize_now()
+            geometry = grid_geometry(self.array.shape[:2], self.size, self.stride, self.flips)
+        return StackData(self._flipped(resample_to_grid(self.array, geometry)), self.scale, self.channel_index)
+
+
 def apply_geometric_transforms(tfm: Transform, stack: np.ndarray, *, polar_layout: Optional[PolarLayout] = None,
                                photometric: bool = False) -> np.ndarray:
     """:func:`transform_stack` for an (H, W, C) float stack; returns the transformed float32 stack."""
@@ -150,25 +232,44 @@ def apply_geometric_transforms(tfm: Transform, stack: np.ndarray, *, polar_layou
 class StackAugInput(T.AugInput):
     """:class:`AugInput` that also carries a stack and applies every geometric transform to it
     (and, with a ``polar_layout``, mirrors polarization angles on flips). ``stack`` is an (H, W, C)
-    array; ``stack_scale`` turns its stored values into floats (see :class:`StackData`)."""
+    array; ``stack_scale`` turns its stored values into floats (see :class:`StackData`).
+    ``stack_stride`` s > 1: the result is the stack on the stride-s grid of the augmented image
+    (:class:`GridStack`), (ceil(H/s), ceil(W/s), C)."""
 
     def __init__(self, image: np.ndarray, *, stack: Optional[np.ndarray] = None, stack_scale: float = 1.0,
-                 polar_layout: Optional[PolarLayout] = None, stack_photometric: bool = False, **kwargs):
+                 polar_layout: Optional[PolarLayout] = None, stack_photometric: bool = False,
+                 stack_stride: int = 1, **kwargs):
         super().__init__(image, **kwargs)
-        self.stack_data = StackData(stack, stack_scale) if stack is not None else None
+        self.stack_stride = int(stack_stride)
+        stack_data = StackData(stack, stack_scale) if stack is not None else None
+        if stack_data is not None and self.stack_stride > 1:
+            self._grid: Optional[GridStack] = GridStack(stack_data, self.stack_stride, polar_layout=polar_layout,
+                                                        photometric=stack_photometric)
+            stack_data = None
+        else:
+            self._grid = None
+        self._stack_data = stack_data
         self.polar_layout = polar_layout
         self.stack_photometric = stack_photometric
 
     @property
+    def stack_data(self) -> Optional[StackData]:
+        """The transformed stack (on the grid when ``stack_stride`` > 1), see :class:`StackData`."""
+        return self._grid.to_grid() if self._grid is not None else self._stack_data
+
+    @property
     def stack(self) -> Optional[np.ndarray]:
-        """The transformed (H, W, C) float32 stack."""
-        return None if self.stack_data is None else self.stack_data.values()
+        """The transformed (H, W, C) float32 stack (on the grid when ``stack_stride`` > 1)."""
+        stack_data = self.stack_data
+        return None if stack_data is None else stack_data.values()
 
     def transform(self, tfm: Transform) -> None:
         super().transform(tfm)
-        if self.stack_data is not None:
-            self.stack_data = transform_stack(tfm, self.stack_data, polar_layout=self.polar_layout,
-                                              photometric=self.stack_photometric)
+        if self._grid is not None:
+            self._grid.transform(tfm)
+        elif self._stack_data is not None:
+            self._stack_data = transform_stack(tfm, self._stack_data, polar_layout=self.polar_layout,
+                                               photometric=self.stack_photometric)
 
 
 def _has_flip(augmentations) -> bool:
@@ -181,7 +282,10 @@ class PolarDatasetMapper(DatasetMapper):
     (uint8 / uint16 / float16 / float32; channels-last strides for HWC files) with
     ``"stack_scale"`` (``INPUT.STACK.SCALE``, or by dtype: 1/65535 for uint16) when it is not 1,
     or, with ``INPUT.STACK.DERIVED_ON`` "loader", the float32 inputs of ``INPUT.STACK.DERIVED``.
-    Conversion, scaling, derived inputs and normalization happen in the model, like the image's. Returns None for a skipped bad training sample.
+    With ``stack_stride`` s > 1 the stack is (C, ceil(H/s), ceil(W/s)) on the stride-s grid of the
+    image (float32 for float16 files) and ``"stack_stride"`` is s. Conversion, scaling, derived
+    inputs and normalization happen in the model, like the image's. Returns None for a skipped bad
+    training sample.
     """
 
     @configurable
@@ -191,6 +295,7 @@ class PolarDatasetMapper(DatasetMapper):
         *,
         reader: SampleReader = SampleReader(),
         stack_photometric: bool = False,
+        stack_stride: int = 1,
         num_classes: Optional[int] = None,
         on_bad_sample: str = "raise",
         bad_sample_log: Optional[str] = None,
@@ -202,6 +307,8 @@ class PolarDatasetMapper(DatasetMapper):
                 the stacks' polarization layout (flips) and derived input; its ``image_format``
                 is replaced by the mapper's ``image_format``.
             stack_photometric: brightness gains also scale the stack.
+            stack_stride: s > 1 delivers the stack on the stride-s grid of the augmented image
+                (``INPUT.STACK.RESOLUTION`` "branch"; ``"stack_stride"`` in the output), 1 at its resolution.
             num_classes: annotations must have category_id in [0, num_classes); None = unchecked.
             on_bad_sample: "raise" or "skip" (training only: evaluation always raises).
             bad_sample_log: JSON-lines file that skips are appended to (emptied here), or None.
@@ -221,6 +328,9 @@ class PolarDatasetMapper(DatasetMapper):
         self.load_stacks = reader.stacks
         self.polar_layout = polar_layout
         self.stack_photometric = stack_photometric
+        if stack_stride < 1:
+            raise ValueError(f"stack_stride must be >= 1, got {stack_stride}")
+        self.stack_stride = int(stack_stride)
         self.num_classes = num_classes
         self.on_bad_sample = on_bad_sample
         self.skip_bad_samples = is_train and on_bad_sample == "skip"
@@ -237,6 +347,7 @@ class PolarDatasetMapper(DatasetMapper):
         ret.update(
             reader=SampleReader.from_config(cfg),
             stack_photometric=cfg.INPUT.STACK.PHOTOMETRIC,
+            stack_stride=stack_delivery_stride(cfg),
             num_classes=num_classes(cfg),
             on_bad_sample=cfg.DATASETS.ON_BAD_SAMPLE,
             bad_sample_log=bad_sample_log_path(cfg.OUTPUT_DIR, comm.get_rank()) if skip else None,
@@ -303,7 +414,8 @@ class PolarDatasetMapper(DatasetMapper):
             sem_seg_gt = utils.read_image(dataset_dict.pop("sem_seg_file_name"), "L").squeeze(2)
 
         aug_input = StackAugInput(image, stack=stack, stack_scale=scale, sem_seg=sem_seg_gt,
-                                  polar_layout=self.polar_layout, stack_photometric=self.stack_photometric)
+                                  polar_layout=self.polar_layout, stack_photometric=self.stack_photometric,
+                                  stack_stride=self.stack_stride)
         transforms = self.augmentations(aug_input)
         image, stack_data, sem_seg_gt = aug_input.image, aug_input.stack_data, aug_input.sem_seg
 
@@ -316,6 +428,8 @@ class PolarDatasetMapper(DatasetMapper):
             dataset_dict["stack"] = stack_data.to_tensor()
             if stack_data.scale != 1.0:
                 dataset_dict["stack_scale"] = stack_data.scale
+            if self.stack_stride > 1:
+                dataset_dict["stack_stride"] = self.stack_stride
         if sem_seg_gt is not None:
             dataset_dict["sem_seg"] = torch.as_tensor(sem_seg_gt.astype("long"))
         if self.proposal_topk is not None:

@@ -8,6 +8,7 @@ from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
+from ..architecture import stack_delivery_stride
 from ..data import SampleReader, register_datasets_from_config
 from ..data.mapper import StackAugInput
 from .checkpoint import load_for_inference
@@ -31,6 +32,7 @@ class PolarPredictor:
             self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0])
         load_for_inference(self.model, cfg)
         self.reader = SampleReader.from_config(cfg)
+        self.stack_stride = stack_delivery_stride(cfg)  # as the loader delivers it (INPUT.STACK.RESOLUTION)
         self.aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
         self.input_format = cfg.INPUT.FORMAT
         assert self.input_format in ["RGB", "BGR"], self.input_format
@@ -42,7 +44,7 @@ class PolarPredictor:
             height, width = original_image.shape[:2]
             if stack is not None and stack.shape[:2] != (height, width):
                 raise ValueError(f"stack size {stack.shape[:2]} differs from the image's {(height, width)}")
-            aug_input = StackAugInput(np.ascontiguousarray(original_image), stack=stack)
+            aug_input = StackAugInput(np.ascontiguousarray(original_image), stack=stack, stack_stride=self.stack_stride)
             self.aug(aug_input)
             inputs = {
                 "image": torch.as_tensor(aug_input.image.astype("float32").transpose(2, 0, 1)),
@@ -56,4 +58,6 @@ class PolarPredictor:
                 if self.reader.derives_in_loader:
                     stack = self.reader.derive(stack)
                 inputs["stack"] = torch.as_tensor(np.ascontiguousarray(stack.transpose(2, 0, 1)))
+                if self.stack_stride > 1:
+                    inputs["stack_stride"] = self.stack_stride
             return self.model([inputs])[0]

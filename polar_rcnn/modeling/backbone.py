@@ -1,6 +1,6 @@
 """Backbones that run the image through ResNet+FPN and fuse a polar branch into every level."""
 import contextlib
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -10,7 +10,9 @@ from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool, LastLevelP6P7
 from detectron2.modeling.backbone.resnet import ResNet, build_resnet_backbone
 
+from ..architecture import reads_stack_at_input_stride
 from .fusion import AddFusion, build_polar_fusion
+from .grid_inputs import packed_channels, unpack_grid
 from .injection import Injection, fused_name
 from .polar_branch import PolarBranch
 
@@ -21,7 +23,9 @@ class PolarFPN(FPN):
     """An FPN over the image plus a polar branch fused into each of its levels.
 
     Input: the tensor built by :class:`~polar_rcnn.modeling.meta_arch.PolarInputsMixin` — image
-    channels, then the normalized stack, then one availability plane (1 where the image has a stack).
+    channels, then the normalized stack, then one availability plane (1 where the image has a stack);
+    with the branch's ``input_stride`` s > 1 the stack and availability plane are on the stride-s
+    grid, packed after the image channels (:mod:`~polar_rcnn.modeling.grid_inputs`).
 
     Output: the FPN's levels under their usual names (``"p2"``...), untouched, plus each level fused
     with the polar features (by ``fusions[level]``) under :func:`fused_name` (``"p2_fused"``...).
@@ -69,7 +73,14 @@ class PolarFPN(FPN):
         return self.polar_branch.in_channels
 
     @property
+    def stack_input_stride(self) -> int:
+        """Stride of the grid the inputs' stack is read on (the branch's ``input_stride``)."""
+        return self.polar_branch.input_stride
+
+    @property
     def input_channels(self) -> int:
+        if self.stack_input_stride > 1:
+            return self.image_channels + packed_channels(self.stack_channels + 1, self.stack_input_stride)
         return self.image_channels + self.stack_channels + 1
 
     def output_shape(self) -> Dict[str, ShapeSpec]:
@@ -77,17 +88,27 @@ class PolarFPN(FPN):
         shapes.update({fused_name(k): shapes[k] for k in self.polar_branch.level_names})
         return shapes
 
-    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def split_input(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(image, stack, availability)`` of an input ``x``: (N, image, H, W), (N, C, h, w) and
+        (N, h, w), at (h, w) = (H, W) / ``stack_input_stride``."""
         check_polar_input(self, x)
         image = x[:, : self.image_channels]
-        stack = x[:, self.image_channels : self.image_channels + self.stack_channels]
-        available = x[:, -1, 0, 0] > 0  # (N,), never padding: padding is at the bottom/right
+        if self.stack_input_stride > 1:
+            grid = unpack_grid(x[:, self.image_channels :], self.stack_channels + 1, self.stack_input_stride)
+            return image, grid[:, : self.stack_channels], grid[:, -1]
+        return image, x[:, self.image_channels : self.image_channels + self.stack_channels], x[:, -1]
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        image, stack, availability = self.split_input(x)
+        available = availability[:, 0, 0] > 0  # (N,), never padding: padding is at the bottom/right
+        stride = self.stack_input_stride
         features = super().forward(image)
         # In training the branch always runs, so every parameter gets a gradient (DDP needs that).
         if not self.training and not bool(available.any()):
             features.update({fused_name(k): features[k] for k in self.polar_branch.level_names})
             return features
-        polar = self.polar_branch(stack, {k: features[k].shape[-2:] for k in self.polar_branch.level_names})
+        sizes = {k: features[k].shape[-2:] for k in self.polar_branch.level_names}
+        polar = self.polar_branch(stack, sizes, pooled=stride > 1)
         every = bool(available.all())  # the usual case: no per-image selection needed
         available = available.view(-1, 1, 1, 1)
         for k, p in polar.items():
@@ -99,10 +120,12 @@ class PolarFPN(FPN):
 def check_polar_input(backbone, x: torch.Tensor) -> None:
     """Raise if ``x`` is not ``(N, image + stack + 1, H, W)`` for a polar ``backbone``."""
     if x.dim() != 4 or x.shape[1] != backbone.input_channels:
+        stride = getattr(backbone, "stack_input_stride", 1)
+        parts = f"stack {backbone.stack_channels} + availability 1" + (
+            f" on the stride-{stride} grid, packed" if stride > 1 else "")
         raise ValueError(
             f"{type(backbone).__name__} expects (N, {backbone.input_channels}, H, W) input "
-            f"(image {backbone.image_channels} + stack {backbone.stack_channels} + availability 1), "
-            f"got {tuple(x.shape)}"
+            f"(image {backbone.image_channels} + {parts}), got {tuple(x.shape)}"
         )
 
 
@@ -179,12 +202,14 @@ def _build_polar_fpn(cfg, top_block: str) -> PolarFPN:
 
 
 @BACKBONE_REGISTRY.register()
+@reads_stack_at_input_stride
 def build_polar_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> PolarFPN:
     """ResNet + FPN (p2-p6, as ``build_resnet_fpn_backbone``) with a :class:`PolarBranch` fused in."""
     return _build_polar_fpn(cfg, "maxpool")
 
 
 @BACKBONE_REGISTRY.register()
+@reads_stack_at_input_stride
 def build_polar_retinanet_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> PolarFPN:
     """ResNet + FPN with RetinaNet's P6/P7 top block (as ``build_retinanet_resnet_fpn_backbone``)
     with a :class:`PolarBranch` fused in."""

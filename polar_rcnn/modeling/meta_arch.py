@@ -1,7 +1,8 @@
 """Meta-architectures that carry the stack from the batched inputs to a polar backbone."""
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from detectron2.config import configurable
@@ -15,6 +16,7 @@ from detectron2.modeling import (
 )
 from detectron2.structures import ImageList
 
+from .grid_inputs import pack_grid, packed_channels
 from .injection import FUSED_SUFFIX, Injection
 from .stack_derivation import stack_derivation_from_config
 
@@ -94,44 +96,85 @@ class PolarInputsMixin:
         The result equals ``ImageList.from_tensors`` of the per-input concatenations, built with one
         allocation and in-place writes (only the padding is zero-filled): the stack (any dtype, e.g.
         uint16 straight from the loader) is converted, scaled by the input's ``"stack_scale"``
-        (default 1) and normalized in place.
+        (default 1) and normalized in place. For a backbone that reads the stack at a stride s > 1
+        (``stack_input_stride``) the stack and availability are built on the stride-s grid of the
+        padded batch and packed after the image (:mod:`.grid_inputs`); an input's stack is then
+        either on that grid (``"stack_stride"`` s, as the loader delivers it) or at the image's
+        resolution (average-pooled here, after the derivation). Either way the grid equals the
+        average pooling of the full-resolution batch.
         """
         images = [x["image"].to(self.device) for x in batched_inputs]
         sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
         height, width = max(h for h, _ in sizes), max(w for _, w in sizes)
         stride = self.backbone.size_divisibility
-        if stride > 1:
-            height, width = -(-height // stride) * stride, -(-width // stride) * stride
+        grid_stride = getattr(self.backbone, "stack_input_stride", 1)
+        for divisor in (stride, grid_stride):
+            if divisor > 1:
+                height, width = -(-height // divisor) * divisor, -(-width // divisor) * divisor
         c_image, c_stack = images[0].shape[0], self.stack_channels
-        batch = self.pixel_mean.new_empty((len(images), c_image + c_stack + 1, height, width))
+        if grid_stride > 1:
+            packed = packed_channels(c_stack + 1, grid_stride)
+            batch = self.pixel_mean.new_empty((len(images), c_image + packed, height, width))
+            stacks = self.pixel_mean.new_zeros((len(images), c_stack + 1, height // grid_stride, width // grid_stride))
+        else:
+            batch = self.pixel_mean.new_empty((len(images), c_image + c_stack + 1, height, width))
+            stacks = batch[:, c_image:]
+        padded = c_image if grid_stride > 1 else batch.shape[1]  # the packed grid is written whole below
         drops = self.drop_stacks(len(batched_inputs))
         for i, (inputs, image, (h, w), drop) in enumerate(zip(batched_inputs, images, sizes, drops)):
-            batch[i, :, h:].zero_()  # padding (bottom, right); every other value is written below
-            batch[i, :, :h, w:].zero_()
+            batch[i, :padded, h:].zero_()  # padding (bottom, right); every other value is written below
+            batch[i, :padded, :h, w:].zero_()
             batch[i, :c_image, :h, :w].copy_(image).sub_(self.pixel_mean).div_(self.pixel_std)
+            gh, gw = -(-h // grid_stride), -(-w // grid_stride)
             stack = inputs.get("stack")
-            if stack is not None and tuple(stack.shape) != (self.input_stack_channels, h, w):
-                raise ValueError(
-                    f"{inputs.get('file_name', 'input')}: stack of shape {tuple(stack.shape)} does not "
-                    f"match its image; expected ({self.input_stack_channels}, {h}, {w})"
-                )
             if stack is None or drop:
-                batch[i, c_image:, :h, :w].zero_()  # zeros and availability 0: image-only features
+                if grid_stride == 1:
+                    stacks[i, :, :h, :w].zero_()  # zeros and availability 0: image-only features
                 continue
-            scale = float(inputs.get("stack_scale", 1.0))
-            out = batch[i, c_image : c_image + c_stack, :h, :w]
-            if self.stack_derivation is None:
-                out.copy_(stack.to(self.device, non_blocking=True))
-            else:
-                values = stack.to(self.device, non_blocking=True).to(out.dtype)
-                if scale != 1.0:
-                    values = values * scale
-                with torch.autocast(device_type=values.device.type, enabled=False):  # float32 under AMP too
-                    out.copy_(self.stack_derivation(values))
-                scale = 1.0
-            out.mul_(scale / self.stack_std).sub_(self.stack_mean / self.stack_std)  # (x * scale - mean) / std
-            batch[i, -1, :h, :w] = 1.0
+            out = stacks[i, :c_stack, :gh, :gw]
+            self._write_stack(inputs, stack, out, (h, w), grid_stride)
+            if grid_stride > 1:  # cells cut by the image's edge: pooled with the zero padding
+                if h % grid_stride:
+                    out[:, -1].mul_((h % grid_stride) / grid_stride)
+                if w % grid_stride:
+                    out[:, :, -1].mul_((w % grid_stride) / grid_stride)
+            stacks[i, -1, :gh, :gw] = 1.0
+        if grid_stride > 1:
+            batch[:, c_image:] = pack_grid(stacks, grid_stride)
         return ImageList(batch, sizes)
+
+    def _write_stack(self, inputs: Dict[str, torch.Tensor], stack: torch.Tensor, out: torch.Tensor,
+                     size: Tuple[int, int], grid_stride: int) -> None:
+        """Write the normalized stack of ``inputs`` into ``out`` (C, h, w) on the ``grid_stride`` grid
+        of an image of ``size``."""
+        h, w = size
+        given = int(inputs.get("stack_stride", 1))
+        if given not in (1, grid_stride):
+            raise ValueError(f"{inputs.get('file_name', 'input')}: stack on the stride-{given} grid, but this model "
+                             f"reads it at stride {grid_stride}: set INPUT.STACK.RESOLUTION 'full' or deliver it "
+                             "at the model's MODEL.POLAR.INPUT_STRIDE")
+        gh, gw = -(-h // given), -(-w // given)
+        if tuple(stack.shape) != (self.input_stack_channels, gh, gw):
+            where = f" on the stride-{given} grid" if given > 1 else ""
+            raise ValueError(
+                f"{inputs.get('file_name', 'input')}: stack of shape {tuple(stack.shape)} does not "
+                f"match its image; expected ({self.input_stack_channels}, {gh}, {gw}){where}"
+            )
+        scale = float(inputs.get("stack_scale", 1.0))
+        if self.stack_derivation is None and given == grid_stride:
+            out.copy_(stack.to(self.device, non_blocking=True))
+        else:
+            values = stack.to(self.device, non_blocking=True).to(out.dtype)
+            if scale != 1.0:
+                values = values * scale
+            with torch.autocast(device_type=values.device.type, enabled=False):  # float32 under AMP too
+                if self.stack_derivation is not None:
+                    values = self.stack_derivation(values)
+                if given < grid_stride:  # mean over the image's pixels of each cell
+                    values = F.avg_pool2d(values[None], grid_stride, ceil_mode=True)[0]
+                out.copy_(values)
+            scale = 1.0
+        out.mul_(scale / self.stack_std).sub_(self.stack_mean / self.stack_std)  # (x * scale - mean) / std
 
 
 @META_ARCH_REGISTRY.register()

@@ -20,7 +20,7 @@ class PolarBranch(nn.Module):
     * one-stage (``num_stages=1``): ``conv C->out`` (``pre``, no activation), bilinear resize to
       each level; no per-level conv.
 
-    The first conv runs on the stack average-pooled by ``input_stride``. With ``zero_init`` the last
+    The first conv runs on the stack average-pooled by ``input_stride`` (or given pooled). With ``zero_init`` the last
     conv (``post`` convs, or ``pre`` for one-stage) starts at zero, so the branch outputs zeros and
     a fused detector starts exactly as the image-only one. With ``closed_gate`` each level's output
     is multiplied by a learned scalar (parameters ``gate.<level>``) that starts at zero: the
@@ -130,11 +130,14 @@ class PolarBranch(nn.Module):
             "closed_gate": cfg.MODEL.POLAR.CLOSED_GATE,
         }
 
-    def forward(self, stack: torch.Tensor, sizes: Dict[str, Tuple[int, int]]) -> Dict[str, torch.Tensor]:
+    def forward(self, stack: torch.Tensor, sizes: Dict[str, Tuple[int, int]],
+                pooled: bool = False) -> Dict[str, torch.Tensor]:
         """
         Args:
-            stack: (N, C, H, W) normalized stack, padded like the image batch.
+            stack: (N, C, H, W) normalized stack, padded like the image batch, or with ``pooled``
+                already average-pooled by ``input_stride`` (N, C, H/s, W/s).
             sizes: level name -> (h, w) of that FPN level's feature map.
+            pooled: the stack is already on the ``input_stride`` grid.
         Returns:
             level name -> (N, out_channels, h, w) polar features.
         """
@@ -143,7 +146,7 @@ class PolarBranch(nn.Module):
                 f"PolarBranch expects {self.in_channels} stack channels (MODEL.POLAR.IN_CHANNELS), "
                 f"got a batch with {stack.shape[1]}"
             )
-        if self.input_stride > 1:
+        if self.input_stride > 1 and not pooled:
             stack = F.avg_pool2d(stack, self.input_stride, ceil_mode=True)
         if self.num_stages == 1 and self.pre.kernel_size == (1, 1):
             # a 1x1 conv commutes with the bilinear resize: resize the C-channel input (no gradient

@@ -47,6 +47,8 @@ def write_sample(tmp_path, stack=None, name="sample", layout="HWC"):
 def make_mapper(is_train=True, augmentations=(), channels=C, **cfg_overrides):
     # the pattern stack has no polarization meaning (the demo config declares "angles")
     cfg_overrides.setdefault("INPUT__STACK__POLARIZATION", "")
+    # the stack at the image's resolution, pixel by pixel (the stride-s grid: tests/data/test_stack_grid.py)
+    cfg_overrides.setdefault("INPUT__STACK__RESOLUTION", "full")
     cfg = get_polar_cfg(MODEL__POLAR__IN_CHANNELS=channels, **cfg_overrides)
     return PolarDatasetMapper(cfg, is_train=is_train, augmentations=list(augmentations))
 
@@ -127,7 +129,7 @@ def test_photometric_augmentation_leaves_the_stack_alone(tmp_path):
 
 def test_eval_mode_resizes_stack_with_image_and_drops_annotations(tmp_path):
     record, _, _ = write_sample(tmp_path)
-    cfg = get_polar_cfg(MODEL__POLAR__IN_CHANNELS=C)
+    cfg = get_polar_cfg(MODEL__POLAR__IN_CHANNELS=C, INPUT__STACK__RESOLUTION="full")
     out = PolarDatasetMapper(cfg, is_train=False)(record)
     assert out["image"].shape[1:] == out["stack"].shape[1:] == (96, 128)
     assert "annotations" not in out and "instances" not in out

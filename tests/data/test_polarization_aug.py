@@ -177,7 +177,7 @@ def test_mapper_flips_then_derives(tmp_path):
               "annotations": [{"bbox": [2, 2, 8, 8], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0}]}
     cfg = get_polar_cfg(MODEL__POLAR__IN_CHANNELS=3 * BANDS, INPUT__STACK__CHANNELS=4 * BANDS,
                         INPUT__STACK__DERIVED="dolp_aolp_trig", INPUT__STACK__POLARIZATION="angles",
-                        INPUT__STACK__DERIVED_ON="loader")
+                        INPUT__STACK__DERIVED_ON="loader", INPUT__STACK__RESOLUTION="full")
     mapper = PolarDatasetMapper(cfg, is_train=True, augmentations=[T.RandomFlip(prob=1.0)])
     out = mapper(record)["stack"].numpy().transpose(1, 2, 0).reshape(H, W, BANDS, 3)
     np.testing.assert_allclose(out[..., 0, 0], dolp[:, ::-1], atol=1e-3)

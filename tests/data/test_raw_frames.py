@@ -130,7 +130,8 @@ def test_frame_size_must_match_the_image(raw_split, tmp_path):
 
 def test_image_made_from_the_raw_frame(raw_split):
     pattern, same, separate = raw_split
-    cfg = raw_cfg(pattern, INPUT__RANDOM_FLIP="none", INPUT__MIN_SIZE_TRAIN=(H,), INPUT__MAX_SIZE_TRAIN=W)
+    cfg = raw_cfg(pattern, INPUT__RANDOM_FLIP="none", INPUT__MIN_SIZE_TRAIN=(H,), INPUT__MAX_SIZE_TRAIN=W,
+                  INPUT__STACK__RESOLUTION="full")  # the demosaiced stack pixel by pixel, not its stride-s grid
     reader = SampleReader.from_config(cfg)
     assert reader.image_from_stack(same[0]) and not reader.image_from_stack(separate[0])
     out = PolarDatasetMapper(cfg, is_train=True)(same[0])

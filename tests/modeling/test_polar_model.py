@@ -68,7 +68,9 @@ def test_fused_levels_match_fpn_levels(size, input_stride):
     with torch.no_grad():
         images = model.preprocess_image(inputs)
         features = model.backbone(images.tensor)
-    assert images.tensor.shape[1] == 3 + TEST_STACK_CHANNELS + 1
+    assert images.tensor.shape[1] == model.backbone.input_channels
+    _, stack, available = model.backbone.split_input(images.tensor)
+    assert stack.shape[-2:] == available.shape[-2:] == tuple(s // input_stride for s in images.tensor.shape[-2:])
     for level in LEVELS:
         assert features[fused_name(level)].shape == features[level].shape, level
     shapes = model.backbone.output_shape()
@@ -257,8 +259,9 @@ def test_stack_with_wrong_shape_raises(stack_shape):
 
 def test_stored_dtype_stacks_preprocess_like_float_stacks():
     """uint16 (channels-last, with ``stack_scale``) and float16 stacks from the loader give the
-    same padded, normalized batch as the equivalent float32 stacks."""
-    model = build(MODEL__POLAR__STACK_MEAN=[0.3], MODEL__POLAR__STACK_STD=[0.2])
+    same padded, normalized batch as the equivalent float32 stacks (at full resolution; on the
+    stride-s grid: tests/modeling/test_grid_inputs.py)."""
+    model = build(MODEL__POLAR__STACK_MEAN=[0.3], MODEL__POLAR__STACK_STD=[0.2], MODEL__POLAR__INPUT_STRIDE=1)
     inputs = random_inputs(2, sizes=((64, 80), (48, 96)))
     g = torch.Generator().manual_seed(0)
     raw = [torch.randint(0, 65536, (x["image"].shape[1], x["image"].shape[2], TEST_STACK_CHANNELS),
@@ -277,8 +280,9 @@ def test_stored_dtype_stacks_preprocess_like_float_stacks():
 
 
 def test_preprocess_zeroes_padding_and_missing_stacks():
-    """The batch is allocated without zero-filling: padding and a missing stack must still be 0."""
-    model = build(MODEL__POLAR__STACK_MEAN=[0.5], MODEL__POLAR__STACK_STD=[0.25])
+    """The batch is allocated without zero-filling: padding and a missing stack must still be 0
+    (full resolution; on the stride-s grid: tests/modeling/test_grid_inputs.py)."""
+    model = build(MODEL__POLAR__STACK_MEAN=[0.5], MODEL__POLAR__STACK_STD=[0.25], MODEL__POLAR__INPUT_STRIDE=1)
     inputs = random_inputs(3, sizes=((64, 80), (48, 96), (70, 50)), with_stack=[True, False, True])
     for _ in range(3):  # reused allocator memory is not zero
         batch = model.preprocess_image(inputs).tensor

@@ -48,7 +48,8 @@ def test_quick_run_gives_models_mappers_and_targets(tmp_path):
     mappers = report["mappers"]
     assert {(r["resize"], r["mapper"], r["stack_dtype"], r["workers"]) for r in mappers} == {
         (scale, *case) for scale in (1.0, 0.8)
-        for case in (("rgb", "-", 0), ("polar", "float16", 0), ("polar", "uint16", 0))}
+        for case in (("rgb", "-", 0), ("polar", "float16", 0), ("polar", "uint16", 0),
+                     (B.FULL_RESOLUTION, "float16", 0), (B.FULL_RESOLUTION, "uint16", 0))}
     for r in mappers:
         rgb = next(x for x in mappers if x["mapper"] == "rgb" and x["resize"] == r["resize"])
         assert r["samples_per_s"] > 0 and r["ms_per_sample"] > 0
@@ -60,7 +61,7 @@ def test_quick_run_gives_models_mappers_and_targets(tmp_path):
 
     text = benchmark.to_markdown(report)
     assert "| size  | batch | variant  | params (M) |" in text
-    assert text.count("| 64x96 |") == 3 + 2 * 3
+    assert text.count("| 64x96 |") == 3 + 2 * 5
     assert "## Targets" in text and "## Data mappers" in text
 
     md, js = benchmark.write_outputs(report, str(tmp_path / "bench.md"))
@@ -88,8 +89,9 @@ def test_mapper_throughput_and_worker_memory(tmp_path):
     for name, workers in (("rgb", 0), ("polar", 0), ("polar", 1)):
         result = B.mapper_throughput(mappers[name], records["uint16"], workers, 3)
         assert result["samples_per_s"] > 0 and result["ms_per_sample"] > 0
-    sample = mappers["polar"](records["float16"][0])
-    assert sample["stack"].shape == (4, 48, 64) and sample["image"].shape == (3, 48, 64)
+    sample = mappers["polar"](records["float16"][0])  # on the default branch's stride-4 grid
+    assert sample["stack"].shape == (4, 12, 16) and sample["image"].shape == (3, 48, 64)
+    assert mappers[B.FULL_RESOLUTION](records["float16"][0])["stack"].shape == (4, 48, 64)
 
     mem = B.worker_memory_run(mappers["polar"], records["uint16"], 1, 8, 2, progress=lambda _: None)
     assert mem["samples"] >= 8 and len(mem["series"]) >= 2
@@ -104,11 +106,11 @@ def test_derived_mappers_deliver_what_their_model_reads(tmp_path):
                                                     "raw", "INPUT.STACK.CHANNELS", "0"], channels=8)
     records = B.write_synthetic_files(str(tmp_path), 1, (48, 64), 8, ("uint16",))
     mappers = B.build_mappers(base, (48, 64), derived=[("stokes", "model"), ("dolp_aolp_trig", "loader")])
-    assert set(mappers) == {"rgb", "polar", "polar stokes@model", "polar dolp_aolp_trig@loader"}
+    assert set(mappers) == {"rgb", "polar", B.FULL_RESOLUTION, "polar stokes@model", "polar dolp_aolp_trig@loader"}
     on_model = mappers["polar stokes@model"](records["uint16"][0])["stack"]
     in_loader = mappers["polar dolp_aolp_trig@loader"](records["uint16"][0])["stack"]
-    assert on_model.dtype == torch.uint16 and on_model.shape == (8, 48, 64)
-    assert in_loader.dtype == torch.float32 and in_loader.shape == (6, 48, 64)
+    assert on_model.dtype == torch.uint16 and on_model.shape == (8, 12, 16)  # the stride-4 grid
+    assert in_loader.dtype == torch.float32 and in_loader.shape == (6, 12, 16)
     assert benchmark.derived_modes(base, [("stokes", "model")]) == [("stokes", "model")]
     base.INPUT.STACK.POLARIZATION = ""
     assert benchmark.derived_modes(base, [("stokes", "model")]) == []
