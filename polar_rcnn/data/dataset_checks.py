@@ -232,14 +232,17 @@ def check_records(
         for record in records:
             yield check_record(record, options)
         return
-    # fork: workers start at once (no re-import of torch); elsewhere the platform's default
+    # fork: workers start at once (no re-import of torch); elsewhere the platform's default. The
+    # workers inherit one OpenCV thread from here: a forked child that changes OpenCV's thread count
+    # after this process ran its thread pool waits forever for threads it does not have.
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-    with multiprocessing.get_context(method).Pool(workers, initializer=_limit_threads) as pool:
-        yield from pool.imap(_CheckCall(options), records, chunksize=chunksize)
-
-
-def _limit_threads() -> None:
+    threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
+    try:
+        with multiprocessing.get_context(method).Pool(workers) as pool:
+            yield from pool.imap(_CheckCall(options), records, chunksize=chunksize)
+    finally:
+        cv2.setNumThreads(threads)
 
 
 class _CheckCall:
