@@ -116,6 +116,12 @@ def add_polar_config(cfg: CN) -> None:
     _C.INPUT.STACK.RAW.BITS = 12
     # Demosaicing interpolation (polanalyser): "bilinear", "ea" (edge-aware) or "vng" (8-bit frames only).
     _C.INPUT.STACK.RAW.INTERPOLATION = "bilinear"
+    # Two-sensor rigs: the 3x3 stack-to-image homography (9 numbers, row-major; pixel centres at integers) that
+    # warps every stack onto its image's grid before augmentation, for records without their own
+    # "stack_homography" in the JSON; [] = none (stacks are pixel-aligned, or per record). tools/estimate_homography.py
+    _C.INPUT.STACK.HOMOGRAPHY = []
+    # Smallest fraction of the image a homography-warped stack must cover; less is an error naming the file.
+    _C.INPUT.STACK.HOMOGRAPHY_MIN_COVERAGE = 0.5
 
     # ---------------------------------------------------------------- datasets without code
     # COCO-instances datasets with stacks, registered by register_datasets_from_config(cfg):

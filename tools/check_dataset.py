@@ -9,11 +9,15 @@ Datasets: every --dataset NAME, else the config's DATASETS.TRAIN + DATASETS.TEST
 and those the config's DATASETS.POLAR_COCO registers). Every record is read the way training reads
 it (INPUT.STACK.* of the config) and checked for: missing, truncated or unreadable images and
 stacks; stack channels vs INPUT.STACK.CHANNELS (else MODEL.POLAR.IN_CHANNELS); image size vs the
-record's height/width, stack size vs the image; NaN/Inf stack values; unknown categories (or
+record's height/width, stack size vs the image (or, for two-sensor rigs, the stack-to-image
+homography: INPUT.STACK.HOMOGRAPHY or the record's "stack_homography", see
+tools/estimate_homography.py); raw polarization frames (INPUT.STACK.SOURCE "dofp") read and
+demosaiced, their values within INPUT.STACK.RAW.BITS; NaN/Inf stack values; unknown categories (or
 >= MODEL.ROI_HEADS.NUM_CLASSES); boxes outside the image or of zero area. A model class count
 (MODEL.ROI_HEADS.NUM_CLASSES; RetinaNet: MODEL.RETINANET.NUM_CLASSES) other than the dataset's
 number of categories is a warning. Pairing: the stack's
-intensity (mean over channels) must correlate with its image's gray level (NCC of band-passed maps
+intensity (mean over channels; warped onto the image through the homography, compared where it
+covers the image) must correlate with its image's gray level (NCC of band-passed maps
 downsampled to --pair-size px: >= --min-pair-corr) and must not match the image of one of the
 --neighbours frames before or after it (same video_id, else file order) clearly better (by more
 than --pair-margin). Every problem is printed as "kind: file: what", then a summary table.

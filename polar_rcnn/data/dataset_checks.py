@@ -25,6 +25,7 @@ import numpy as np
 
 from .errors import AnnotationError, DataError, DatasetError, ImageError, StackError
 from ..architecture import num_classes, num_classes_key
+from .homography import inscribed_box
 from .reader import SampleReader
 from .stack_io import check_stack
 from .record_validation import STACK_FILE_KEY, validate_record
@@ -149,18 +150,21 @@ def correlation(a: Optional[np.ndarray], b: Optional[np.ndarray]) -> Optional[fl
 
 
 def _stack_intensity(path: str, options: CheckOptions, image_hw, errors: List[DataError],
-                     array: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
+                     array: Optional[np.ndarray] = None, record: Optional[Dict] = None
+                     ) -> Tuple[Optional[np.ndarray], Optional[Tuple[slice, slice]]]:
     """Check the stack at ``path`` like the mapper (``image_hw``: the size it must have; ``array``:
-    the file as read, if it was); return its (H, W) channel mean at that size (for pairing), or
-    None when the stack has a problem."""
+    the file as read, if it was; ``record``: for its stack-to-image homography); return its (H, W)
+    channel mean at that size (for pairing), or None when the stack has a problem, and, for a stack
+    warped through a homography, the image box it covers (else None)."""
     reader = options.reader
     try:
         array = reader.read_array(path) if array is None else array
+        homography = reader.homography_of(record or {})
     except StackError as e:
         errors.append(e)
-        return None
+        return None, None
     checks = [dict(expected_channels=reader.channels)]
-    if image_hw is not None and not reader.resize_mismatched:
+    if image_hw is not None and not reader.resize_mismatched and homography is None:
         checks.append(dict(expected_size=image_hw))
     usable = True
     for check in checks:  # one call per check, so that both problems are reported
@@ -173,16 +177,23 @@ def _stack_intensity(path: str, options: CheckOptions, image_hw, errors: List[Da
         stack = reader.to_float(array, path)  # reads the whole file
     except StackError as e:
         errors.append(e)
-        return None
+        return None, None
     except (OSError, ValueError) as e:
         errors.append(StackError(path, f"cannot read values ({type(e).__name__}: {e})", kind="unreadable"))
-        return None
+        return None, None
     if not usable:
-        return None
+        return None, None
     intensity = stack[..., ::options.intensity_stride].mean(axis=2)
+    if image_hw is not None and homography is not None:
+        try:
+            warped = reader.align(intensity[..., None], homography, image_hw, path)[..., 0]
+        except StackError as e:
+            errors.append(e)
+            return None, None
+        return warped, inscribed_box(homography, intensity.shape, image_hw)
     if image_hw is not None and intensity.shape != tuple(image_hw):  # RESIZE_MISMATCHED
         intensity = cv2.resize(intensity, (image_hw[1], image_hw[0]), interpolation=cv2.INTER_AREA)
-    return intensity
+    return intensity, None
 
 
 def check_record(record: Dict, options: CheckOptions = CheckOptions()) -> RecordResult:
@@ -209,15 +220,17 @@ def check_record(record: Dict, options: CheckOptions = CheckOptions()) -> Record
             errors.append(e)
             raw_failed = isinstance(e, StackError)
     stack_file = record.get(STACK_FILE_KEY)
-    intensity = None
+    intensity, box = None, None
     if options.reader.stacks and stack_file and stack_file not in absent:
         # the record's size when it has one: an image of another size is the image's problem
         image_hw = gray.shape if gray is not None else None
         if record.get("height") is not None and record.get("width") is not None:
             image_hw = (record["height"], record["width"])
         if not raw_failed:  # a raw frame's problem is reported once, from reading the image
-            intensity = _stack_intensity(stack_file, options, image_hw, errors, raw_stack)
+            intensity, box = _stack_intensity(stack_file, options, image_hw, errors, raw_stack, record)
     if options.pairing and gray is not None and intensity is not None and intensity.shape == gray.shape:
+        if box is not None:  # compare where the warped stack is: no edge along its frame
+            gray, intensity = gray[box], intensity[box]
         maps = (structure_map(x, options.pair_size, options.pair_sigma, options.pair_smooth) for x in (gray, intensity))
         result.image_map, result.stack_map = maps
     result.problems = [Problem.from_error(e) for e in errors]

@@ -374,7 +374,7 @@ class PolarDatasetMapper(DatasetMapper):
         if not path:
             raise StackError(dataset_dict["file_name"], f"dataset record has no '{STACK_FILE_KEY}' (no "
                                                         "DATASETS.STACK_KEY in the JSON image entry?)", kind="record")
-        stack, scale, resized = self.reader.read_stack(path, image_size, array)
+        stack, scale, resized = self.reader.read_stack(path, image_size, array, self.reader.homography_of(dataset_dict))
         if resized:
             self.num_resized += 1
             n = self.num_resized

@@ -7,7 +7,9 @@ size than its image means (``INPUT.STACK.RESIZE_MISMATCHED``), the channels' pol
 (:class:`~polar_rcnn.data.PolarLayout`), the derived model input (``INPUT.STACK.DERIVED``) and,
 for raw polarization-sensor frames (``INPUT.STACK.SOURCE`` "dofp"), their format
 (:class:`~polar_rcnn.data.dofp.RawFormat`): such a frame is demosaiced on read, and a record whose
-image file is its stack file gets its image made from the frame (:meth:`SampleReader.read_record_image`).
+image file is its stack file gets its image made from the frame (:meth:`SampleReader.read_record_image`);
+and the stack-to-image homography of two-sensor rigs (``INPUT.STACK.HOMOGRAPHY`` or the record's
+``"stack_homography"``, :mod:`~polar_rcnn.data.homography`), which warps a stack onto its image's grid.
 Problems raise :class:`~polar_rcnn.data.DataError` subclasses naming the file.
 """
 import os
@@ -21,6 +23,7 @@ from detectron2.data import detection_utils as utils
 from ..config import DERIVED_ON_CHOICES
 from .dofp import DOFP_ANGLES_DEG, RawFormat, angle_order, raw_format_from_config
 from .errors import ImageError
+from .homography import check_homography, parse_homography, warp_stack
 from .polar_layout import DERIVED_INPUTS, PolarLayout, check_stack_config, raw_stack_channels
 from .record_validation import STACK_FILE_KEY
 from .stack_io import LAYOUTS, prepare_stack, read_stack, stack_scale, stack_to_float
@@ -57,8 +60,13 @@ class SampleReader:
     derived: str = "raw"  # INPUT.STACK.DERIVED
     derived_on: str = "model"  # INPUT.STACK.DERIVED_ON
     raw: Optional[RawFormat] = None  # INPUT.STACK.RAW when INPUT.STACK.SOURCE is "dofp", else None
+    homography: Optional[Tuple[float, ...]] = None  # INPUT.STACK.HOMOGRAPHY (9 numbers), or None
+    homography_min_coverage: float = 0.5  # INPUT.STACK.HOMOGRAPHY_MIN_COVERAGE
 
     def __post_init__(self):
+        if self.homography is not None:
+            h = parse_homography(self.homography, "INPUT.STACK.HOMOGRAPHY")
+            object.__setattr__(self, "homography", None if h is None else tuple(h.ravel().tolist()))
         if self.raw is not None and self.polar_layout is not None:
             if self.polar_layout.polarization != "angles" or self.polar_layout.channels != self.raw.channels:
                 raise ValueError(f"raw {self.raw.pattern} frames demosaic into {self.raw.channels} polarizer-angle "
@@ -98,6 +106,8 @@ class SampleReader:
             derived=s.DERIVED,
             derived_on=s.DERIVED_ON,
             raw=raw_format_from_config(cfg),
+            homography=tuple(s.HOMOGRAPHY) or None,
+            homography_min_coverage=s.HOMOGRAPHY_MIN_COVERAGE,
         )
 
     # ------------------------------------------------------------------------------- images
@@ -143,17 +153,32 @@ class SampleReader:
             return self.raw.load(path, self.angles)
         return read_stack(path, self.layout, self.npz_key)
 
-    def read_stack(self, path: str, image_hw: Optional[Sequence[int]] = None, array: Optional[np.ndarray] = None
-                   ) -> Tuple[np.ndarray, float, bool]:
-        """The checked (channels, size, NaN/Inf, dtype) stack in its stored dtype, resized to
-        ``image_hw`` when it differs and ``resize_mismatched`` (else a size error); ``array``: the
-        file's :meth:`read_array`, when already read. Returns ``(stack, scale, was_resized)``:
-        ``stack * scale`` are its float values."""
+    def homography_of(self, record: dict) -> Optional[np.ndarray]:
+        """The (3, 3) stack-to-image homography of ``record``: its ``"stack_homography"``, else
+        ``INPUT.STACK.HOMOGRAPHY``, else None (StackError naming the stack file when malformed)."""
+        if record.get("stack_homography") is not None:
+            return parse_homography(record["stack_homography"], record.get(STACK_FILE_KEY) or record.get("file_name"))
+        return None if self.homography is None else np.asarray(self.homography, np.float64).reshape(3, 3)
+
+    def align(self, stack: np.ndarray, homography: np.ndarray, image_hw: Sequence[int], path: str) -> np.ndarray:
+        """``stack`` warped onto the ``image_hw`` grid (checked: :func:`~polar_rcnn.data.homography.check_homography`)."""
+        check_homography(homography, stack.shape[:2], image_hw, path, self.homography_min_coverage)
+        return warp_stack(stack, homography, image_hw)
+
+    def read_stack(self, path: str, image_hw: Optional[Sequence[int]] = None, array: Optional[np.ndarray] = None,
+                   homography: Optional[np.ndarray] = None) -> Tuple[np.ndarray, float, bool]:
+        """The checked (channels, size, NaN/Inf, dtype) stack in its stored dtype: warped onto the
+        ``image_hw`` grid through ``homography`` (see :meth:`homography_of`) when given, else
+        resized to ``image_hw`` when it differs and ``resize_mismatched`` (else a size error);
+        ``array``: the file's :meth:`read_array`, when already read. Returns ``(stack, scale,
+        was_resized)``: ``stack * scale`` are its float values."""
         array = self.read_array(path) if array is None else array
+        warp = homography is not None and image_hw is not None
         stack, resized = prepare_stack(array, path, layout=self.layout, scale=self.stored_scale,
-                                       expected_channels=self.channels, expected_size=image_hw,
+                                       expected_channels=self.channels, expected_size=None if warp else image_hw,
                                        resize=self.resize_mismatched, to_float=False)
-        return stack, self.scale_of(stack, path), resized
+        scale = self.scale_of(stack, path)
+        return (self.align(stack, homography, image_hw, path) if warp else stack), scale, resized
 
     def scale_of(self, array: np.ndarray, path: str = "stack") -> float:
         """The multiplier from ``array``'s stored values to floats (``INPUT.STACK.SCALE`` or by dtype)."""
@@ -163,13 +188,15 @@ class SampleReader:
         """A new float32 copy of ``array`` times its scale (NaN/Inf: :class:`StackError`)."""
         return stack_to_float(array, self.stored_scale, path)
 
-    def load_stack(self, path: str, image_hw: Optional[Sequence[int]] = None, array: Optional[np.ndarray] = None
-                   ) -> np.ndarray:
-        """The stack as a new float32 (H, W, C) array of its values (checked, resized as
+    def load_stack(self, path: str, image_hw: Optional[Sequence[int]] = None, array: Optional[np.ndarray] = None,
+                   homography: Optional[np.ndarray] = None) -> np.ndarray:
+        """The stack as a new float32 (H, W, C) array of its values (checked, warped or resized as
         :meth:`read_stack`), not derived."""
         array = self.read_array(path) if array is None else array
-        return prepare_stack(array, path, layout=self.layout, scale=self.stored_scale, expected_channels=self.channels,
-                             expected_size=image_hw, resize=self.resize_mismatched)[0]
+        warp = homography is not None and image_hw is not None
+        stack = prepare_stack(array, path, layout=self.layout, scale=self.stored_scale, expected_channels=self.channels,
+                              expected_size=None if warp else image_hw, resize=self.resize_mismatched)[0]
+        return self.align(stack, homography, image_hw, path) if warp else stack
 
     def derive(self, stack: np.ndarray) -> np.ndarray:
         """The model's stack input (``INPUT.STACK.DERIVED``) of a float (H, W, C) stack."""

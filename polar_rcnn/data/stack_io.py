@@ -220,10 +220,14 @@ def resize_stack(stack: np.ndarray, size: Tuple[int, int], interpolation: str = 
     if stack.dtype == np.float16:
         stack = stack.astype(np.float32)
     flag = _CV2_INTERPOLATION[interpolation]
-    parts = [
-        cv2.resize(np.ascontiguousarray(stack[..., i:i + _CV2_MAX_CHANNELS]), (w, h), interpolation=flag)
-        for i in range(0, stack.shape[2], _CV2_MAX_CHANNELS)
-    ]
+    return map_channel_chunks(stack, lambda part: cv2.resize(part, (w, h), interpolation=flag))
+
+
+def map_channel_chunks(stack: np.ndarray, fn) -> np.ndarray:
+    """``fn`` (an OpenCV image function) applied to an (H, W, C) stack in chunks of at most the
+    channels OpenCV takes per call, the results concatenated back to (H', W', C)."""
+    parts = [fn(np.ascontiguousarray(stack[..., i:i + _CV2_MAX_CHANNELS]))
+             for i in range(0, stack.shape[2], _CV2_MAX_CHANNELS)]
     parts = [p[..., None] if p.ndim == 2 else p for p in parts]  # cv2 drops a single channel axis
     return np.concatenate(parts, axis=2) if len(parts) > 1 else parts[0]
 

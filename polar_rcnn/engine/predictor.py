@@ -42,6 +42,8 @@ class PolarPredictor:
             if self.input_format == "RGB":
                 original_image = original_image[:, :, ::-1]
             height, width = original_image.shape[:2]
+            if stack is not None and self.reader.homography is not None:  # a two-sensor rig: onto the image grid
+                stack = self.reader.align(stack, self.reader.homography_of({}), (height, width), "stack")
             if stack is not None and stack.shape[:2] != (height, width):
                 raise ValueError(f"stack size {stack.shape[:2]} differs from the image's {(height, width)}")
             aug_input = StackAugInput(np.ascontiguousarray(original_image), stack=stack, stack_stride=self.stack_stride)

@@ -73,7 +73,7 @@ def load_inputs(cfg, record: Dict) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     if not stack_file:
         return image, None
     try:
-        stack = reader.load_stack(stack_file, image.shape[:2], raw_stack)
+        stack = reader.load_stack(stack_file, image.shape[:2], raw_stack, reader.homography_of(record))
     except StackError as e:
         if reader.stacks:
             raise

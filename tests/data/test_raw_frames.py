@@ -21,7 +21,8 @@ H, W = 32, 40
 def raw_cfg(pattern="mono", **overrides):
     """The test config reading raw ``pattern`` frames; ``overrides`` as in get_polar_cfg, applied last."""
     raw = dict(MODEL__POLAR__IN_CHANNELS=12 if pattern == "color" else 4, INPUT__STACK__SOURCE="dofp",
-               INPUT__STACK__RAW__PATTERN=pattern, INPUT__STACK__POLARIZATION="angles")
+               INPUT__STACK__RAW__PATTERN=pattern, INPUT__STACK__POLARIZATION="angles",
+               INPUT__STACK__RESOLUTION="full")  # full-resolution stacks: compared pixel by pixel
     return get_polar_cfg(**{**raw, **overrides})
 
 
