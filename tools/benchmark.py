@@ -9,6 +9,7 @@
         --config-file configs/faster_rcnn_R_18_FPN_demo_polar_synth.yaml
     python tools/benchmark.py --train-loader --variants vanilla default \\
         --config-file configs/faster_rcnn_R_18_FPN_demo_polar_synth.yaml   # fed by the config's loader
+    python tools/benchmark.py --raw-frames --output output/bench/raw_frames  # raw polarization frames
 
 Models (every variant built from --config-file; "vanilla" = GeneralizedRCNN +
 build_resnet_fpn_backbone, the polar variants get its weights): parameters; fvcore FLOPs of one
@@ -23,6 +24,12 @@ with ratios to vanilla.
 Data: samples per second of Detectron2's DatasetMapper (RGB) and PolarDatasetMapper (RGB + stack)
 with 0, 1 and N DataLoader workers on PNG images + .npy stacks (float16, uint16) written to a temp
 dir, and the memory (VmRSS, USS) of the train loader's workers over a long run.
+
+Raw frames (--raw-frames, instead of the tables): seconds per frame of the reader on raw
+polarization-sensor frames (16-bit PNG, 12 bits; read, checked, demosaiced; mono and color, each
+interpolation) at --raw-size (the IMX250's 2048x2448 by default) next to the same demosaiced stack
+as a ready uint16 .npy, each with the mapper's copy into a tensor; and the DoLP / AoLP errors of
+the mosaic -> demosaic round trip on a synthetic Malus'-law scene (flat regions and edges).
 
 Targets (ratios to vanilla in the same run): default <= +10% train and inference time, lightest
 <= +3%, polar mapper <= 1.5x the RGB mapper's time per sample, worker memory flat.
@@ -101,6 +108,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--train-loader", action="store_true",
                    help="instead of the tables: train iterations fed by the config's own train loader "
                         "(DATASETS.TRAIN, its mapper and workers, SOLVER.IMS_PER_BATCH; --warmup, --iters)")
+    p.add_argument("--raw-frames", action="store_true",
+                   help="instead of the tables: reader cost per raw polarization frame next to a ready uint16 "
+                        "stack, and the demosaicing round-trip errors")
+    p.add_argument("--raw-size", default="2048x2448", help="HEIGHTxWIDTH of --raw-frames (default: %(default)s)")
     p.add_argument("--profile", metavar="VARIANT",
                    help="instead of the tables: torch.profiler of train steps of vanilla and VARIANT per size")
     p.add_argument("--profile-iters", type=int, default=2, help="profiled train steps per model (default: %(default)s)")
@@ -124,6 +135,7 @@ def _complete(args: argparse.Namespace) -> None:
     quick = args.quick
     args.threads = args.threads if args.threads > 0 else torch.get_num_threads()
     args.sizes = [B.parse_size(s) for s in (args.sizes or (["320x480"] if quick else ["800x1333", "320x480"]))]
+    args.raw_size = B.parse_size(args.raw_size)
     names = args.variants or (QUICK_VARIANTS if quick else DEFAULT_VARIANTS)
     if args.profile:
         names = [B.VANILLA, args.profile]
@@ -254,6 +266,10 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         report["profile"] = [run_profile(args, base, size, progress) for size in args.sizes]
         report["machine"]["load_average_end"] = list(os.getloadavg())
         return report
+    if args.raw_frames:
+        report["raw_frames"] = run_raw_frames(args, progress)
+        report["machine"]["load_average_end"] = list(os.getloadavg())
+        return report
     if args.train_loader:
         report["loader_training"] = B.measure_loader_training(
             base, args.variants, warmup=args.warmup, iters=args.iters or 10, lr=args.lr, seed=args.seed,
@@ -295,6 +311,41 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     report["targets"] = evaluate_targets(report)
     report["machine"]["load_average_end"] = list(os.getloadavg())
     return report
+
+
+def run_raw_frames(args, progress) -> Dict[str, Any]:
+    """Reader seconds per raw frame vs a ready stack at --raw-size, and the round-trip errors."""
+    from polar_rcnn.analysis.raw_frames import raw_read_cost, round_trip_errors
+
+    out: Dict[str, Any] = {"size": _size_text(args.raw_size), "read": {}, "round_trip": []}
+    with tempfile.TemporaryDirectory(prefix="polar_raw_") as root:
+        progress(f"{_size_text(args.raw_size)}: raw frames vs ready stacks")
+        out["read"] = raw_read_cost(root, tuple(args.raw_size), repeats=max(1, args.iters or 3))
+    for pattern in ("mono", "color"):
+        for interpolation in ("bilinear", "ea"):
+            for noise in (0.0, 0.01):
+                progress(f"round trip {pattern} {interpolation} noise {noise:g}")
+                row = round_trip_errors(pattern, interpolation, noise_std=noise, seed=args.seed)
+                out["round_trip"].append(dict(pattern=pattern, interpolation=interpolation, noise_std=noise, **row))
+    return out
+
+
+def _raw_frames_markdown(raw: Dict[str, Any]) -> List[str]:
+    lines = ["", f"## Raw polarization frames ({raw['size']})", "",
+             "Seconds per frame of `SampleReader.read_stack` + the mapper's tensor copy (median): a raw 12-bit "
+             "16-bit PNG read, checked and demosaiced, next to the same stack as a ready uint16 `.npy`.", ""]
+    rows = [[name, str(r["channels"]), _fmt(r["seconds"] * 1000, 1)] for name, r in raw["read"].items()]
+    lines += _table(["pattern / source", "channels", "ms / frame"], rows)
+    lines += ["", "DoLP / AoLP after mosaicing a synthetic 128x128 Malus'-law scene (2 frames) and demosaicing it: "
+              "mean and 95th-percentile absolute error on flat regions and at edges (AoLP in degrees, where the "
+              "true DoLP >= 0.3).", ""]
+    rows = [[r["pattern"], r["interpolation"], f"{r['noise_std']:g}",
+             _fmt(r["flat_dolp_mean"], 4), _fmt(r["flat_dolp_p95"], 4), _fmt(r["flat_aolp_mean"], 2),
+             _fmt(r["flat_aolp_p95"], 2), _fmt(r["edge_dolp_mean"], 4), _fmt(r["edge_dolp_p95"], 4),
+             _fmt(r["edge_aolp_mean"], 2), _fmt(r["edge_aolp_p95"], 2)] for r in raw["round_trip"]]
+    lines += _table(["pattern", "interpolation", "noise", "flat DoLP", "p95", "flat AoLP", "p95", "edge DoLP", "p95",
+                     "edge AoLP", "p95"], rows)
+    return lines
 
 
 def run_profile(args, base, size, progress) -> Dict[str, Any]:
@@ -435,6 +486,8 @@ def to_markdown(report: Dict[str, Any]) -> str:
     if report.get("profile"):
         lines += _profile_markdown(report["profile"])
         return "\n".join(lines) + "\n"
+    if report.get("raw_frames"):
+        return "\n".join(lines + _raw_frames_markdown(report["raw_frames"])) + "\n"
     if report.get("loader_training"):
         rows = report["loader_training"]
         lines += ["", f"## Train iterations fed by the config's train loader ({', '.join(rows[0]['datasets'])})", "",

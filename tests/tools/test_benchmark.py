@@ -2,6 +2,7 @@
 mapper throughput, worker memory readings and the markdown / JSON writers work. No timing
 assertions: speed targets are the benchmark's report, not tests."""
 import json
+import re
 
 import pytest
 import torch
@@ -169,3 +170,22 @@ def test_bad_options_are_rejected():
     with pytest.raises(SystemExit):
         benchmark.parse_args(["--iters", "-1"])
     assert [v.name for v in B.get_variants(["lightest", "vanilla", "default"])] == ["vanilla", "lightest", "default"]
+
+
+def test_raw_frames_report(tmp_path, monkeypatch):
+    """--raw-frames: read cost per raw frame (mono, color; each interpolation) next to a ready
+    uint16 stack, and the round-trip table (one tiny row instead of the 8 full ones)."""
+    from polar_rcnn.analysis import raw_frames
+
+    real = raw_frames.round_trip_errors
+    monkeypatch.setattr(raw_frames, "round_trip_errors", lambda *a, **k: real(*a, **{**k, "size": (32, 32),
+                                                                                        "frames": 1}))
+    args = benchmark.parse_args(["--raw-frames", "--raw-size", "32x40", "--iters", "1", "--threads", "1"])
+    report = benchmark.run(args)
+    raw = report["raw_frames"]
+    assert raw["size"] == "32x40"
+    assert set(raw["read"]) == {f"{p}/{s}" for p in ("mono", "color") for s in ("bilinear", "ea", "npy uint16")}
+    assert raw["read"]["color/bilinear"]["channels"] == 12 and all(r["seconds"] > 0 for r in raw["read"].values())
+    assert len(raw["round_trip"]) == 8 and raw["round_trip"][0]["flat_dolp_pixels"] > 0
+    text = benchmark.to_markdown(report)
+    assert "## Raw polarization frames (32x40)" in text and re.search(r"\| color/npy uint16 +\| 12 +\|", text)
