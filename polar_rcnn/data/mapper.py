@@ -249,13 +249,18 @@ class StackAugInput(T.AugInput):
         else:
             self._grid = None
         self._stack_data = stack_data
+        self._on_grid: Optional[StackData] = None  # the grid of the transforms so far, made on first use
         self.polar_layout = polar_layout
         self.stack_photometric = stack_photometric
 
     @property
     def stack_data(self) -> Optional[StackData]:
         """The transformed stack (on the grid when ``stack_stride`` > 1), see :class:`StackData`."""
-        return self._grid.to_grid() if self._grid is not None else self._stack_data
+        if self._grid is None:
+            return self._stack_data
+        if self._on_grid is None:
+            self._on_grid = self._grid.to_grid()
+        return self._on_grid
 
     @property
     def stack(self) -> Optional[np.ndarray]:
@@ -267,6 +272,7 @@ class StackAugInput(T.AugInput):
         super().transform(tfm)
         if self._grid is not None:
             self._grid.transform(tfm)
+            self._on_grid = None
         elif self._stack_data is not None:
             self._stack_data = transform_stack(tfm, self._stack_data, polar_layout=self.polar_layout,
                                                photometric=self.stack_photometric)
