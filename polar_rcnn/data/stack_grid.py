@@ -14,10 +14,12 @@ from typing import List, Optional, Tuple
 import cv2
 import numpy as np
 
-from .stack_io import _CV2_MAX_CHANNELS
+from .stack_io import _CV2_MAX_CHANNELS, float16_to_float32
 
-#: stored dtypes that OpenCV's area resize keeps; float16 is averaged in float32 by numpy
+#: stored dtypes that OpenCV's area resize keeps; float16 is cast to float32 band by band first
 _CV2_DTYPES = tuple(np.dtype(t) for t in (np.uint8, np.uint16, np.int16, np.float32, np.float64))
+
+_FLOAT16_BAND_ROWS = 64  # source rows cast to float32 at a time (a few MB: stays in cache)
 
 Segment = Tuple[int, int, int]  # (source start, source stop, cells)
 
@@ -71,10 +73,15 @@ def _block_mean(block: np.ndarray, cells: Tuple[int, int], out: np.ndarray) -> N
             resized = cv2.resize(part, (cols, rows), interpolation=cv2.INTER_AREA)
             out[..., i:i + _CV2_MAX_CHANNELS] = resized.reshape(rows, cols, -1)
         return
-    ky, kx = block.shape[0] // rows, block.shape[1] // cols
-    # float16 (no OpenCV resize): sum the rows of each block first, in float32, then the columns
-    row_sums = block.reshape(rows, ky, block.shape[1], block.shape[2]).sum(axis=1, dtype=np.float32)
-    out[...] = row_sums.reshape(rows, cols, kx, block.shape[2]).sum(axis=2) * np.float32(1.0 / (ky * kx))
+    # float16 (no OpenCV resize): bands of whole cells cast to float32 into one small buffer, then
+    # OpenCV's area mean of each band
+    ky = block.shape[0] // rows
+    band = max(1, _FLOAT16_BAND_ROWS // ky)  # grid rows per band
+    buffer = np.empty((min(band, rows) * ky,) + block.shape[1:], np.float32)
+    for r in range(0, rows, band):
+        n = min(band, rows - r)
+        part = float16_to_float32(block[r * ky:(r + n) * ky], out=buffer[:n * ky])
+        _block_mean(part, (n, cols), out[r:r + n])
 
 
 def grid_dtype(dtype: np.dtype) -> np.dtype:

@@ -46,6 +46,21 @@ def test_grid_is_the_cell_mean_of_the_flipped_stack(size, flips, dtype):
     np.testing.assert_allclose(grid.astype(np.float64), expected, atol=atol, rtol=1e-6)
 
 
+@pytest.mark.parametrize("channel_first", [False, True], ids=["hwc", "chw"])
+def test_float16_grid_is_made_band_by_band_exactly(tmp_path, channel_first):
+    """float16 sources longer than one band of cells (here 150 rows: 2 full bands of 64 source rows
+    and a partial one, then the partial last cell), memory-mapped read-only: each cell is the
+    float32 mean of its float16 values."""
+    values = np.random.default_rng(3).random((150, 37, 5)).astype(np.float16)
+    path = tmp_path / "s.npy"
+    np.save(path, values.transpose(2, 0, 1) if channel_first else values)
+    stored = np.load(path, mmap_mode="r")
+    stored = stored.transpose(1, 2, 0) if channel_first else stored
+    grid = resample_to_grid(stored, grid_geometry((150, 37), (150, 37), 4))
+    assert grid.dtype == np.float32 and grid.shape == (38, 10, 5)
+    np.testing.assert_allclose(grid, pooled_mean(values, 4), atol=1e-6, rtol=0)
+
+
 def test_grid_of_a_source_larger_than_the_image_is_its_area_mean():
     """A 0.8x resize at stride 4: every cell covers 5 x 5 source pixels; a non-integer ratio has no
     such geometry (the image's resize comes first)."""

@@ -4,6 +4,7 @@ import pytest
 import tifffile
 
 from polar_rcnn.data import StackError, load_stack, read_stack, resize_stack
+from polar_rcnn.data.stack_io import float16_to_float32
 
 H, W, C = 12, 10, 5
 DTYPES = {"uint8": 1 / 255, "uint16": 1 / 65535, "float16": 1.0, "float32": 1.0}
@@ -96,6 +97,22 @@ def test_resize_keeps_the_stored_dtype(dtype, expected):
     assert resize_stack(stack, (3, 4), "nearest").dtype == expected
 
 
+@pytest.mark.parametrize("view", ["memmap", "flipped", "channel_first"])
+def test_float16_to_float32_casts_any_view_exactly(tmp_path, view):
+    values = (np.random.default_rng(4).random((7, 9, 5)) * 300).astype(np.float16)
+    np.save(tmp_path / "s.npy", values.transpose(2, 0, 1) if view == "channel_first" else values)
+    stored = np.load(tmp_path / "s.npy", mmap_mode="r")
+    source = {"memmap": stored, "flipped": stored[::-1, ::-1],
+              "channel_first": stored.transpose(1, 2, 0)}[view]
+    expected = np.asarray(source).astype(np.float32)
+    out = float16_to_float32(source)
+    assert out.dtype == np.float32 and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, expected)
+    buffer = np.full(source.shape, np.nan, np.float32)
+    assert float16_to_float32(source, out=buffer) is buffer
+    np.testing.assert_array_equal(buffer, expected)
+
+
 def test_wrong_layout_gets_a_hint(tmp_path):
     path = write(tmp_path, random_hwc("float32"), "npy", "CHW")
     with pytest.raises(StackError, match="set INPUT.STACK.LAYOUT 'CHW'") as info:
@@ -132,9 +149,12 @@ def test_bad_layout_is_a_config_error(tmp_path):
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_check_finite_reads_exponent_bits(dtype, bad):
+@pytest.mark.parametrize("band_bytes", [1 << 21, 60], ids=["one_band", "bands_of_2_rows"])
+def test_check_finite_reads_exponent_bits(dtype, bad, band_bytes, monkeypatch):
+    from polar_rcnn.data import stack_io
     from polar_rcnn.data.stack_io import check_finite
 
+    monkeypatch.setattr(stack_io, "_CHECK_BAND_BYTES", band_bytes)
     stack = np.random.default_rng(0).random((6, 5, 3)).astype(dtype)
     stack[..., 0] = np.finfo(dtype).max  # the largest finite value passes
     check_finite(stack, "x.npy")
