@@ -46,6 +46,9 @@ def parse_args(argv=None):
                    help="also write raw polarization-sensor frames (mono IMX250MZR / color IMX250MYR mosaics, "
                    "16-bit PNG) to <output>/<split>/raw/, named by the JSON key 'raw_file'")
     p.add_argument("--raw-bits", type=int, default=12, help="significant bits of the raw frames (default: 12)")
+    p.add_argument("--video-trap", type=float, default=0.0, metavar="DOLP",
+                   help="video-leakage trap: one class per video and a per-video background DoLP grating of "
+                   "this amplitude (0: off) (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help=f"train seed; val uses seed + {VAL_SEED_OFFSET}")
     p.add_argument("--force", action="store_true", help="regenerate even if up to date")
     args = p.parse_args(argv)
@@ -60,7 +63,7 @@ def build_configs(args):
         image_size=size, num_bands=args.num_bands, frames_per_video=args.frames_per_video,
         objects_per_frame=tuple(args.objects_per_frame), object_size=tuple(args.object_size),
         signal=args.signal, rgb_contrast=args.rgb_contrast, noise_std=args.noise_std,
-        stack_dtype=args.stack_dtype, raw=args.raw, raw_bits=args.raw_bits,
+        stack_dtype=args.stack_dtype, raw=args.raw, raw_bits=args.raw_bits, video_trap=args.video_trap,
     )
     cfgs = {"train": replace(base, num_videos=args.train_videos, seed=args.seed)}
     if args.val_videos > 0:

@@ -36,6 +36,14 @@ signature (DoLP, AoLP); each object gets its class signature jittered by
 * ``"both"``:  class colour in RGB and class signature in the stack.
 * ``"none"``:  camouflaged in RGB and background polarization (control).
 
+Video-leakage trap
+------------------
+With ``video_trap`` > 0 every object of a video gets one class (drawn per video) and the video's
+background DoLP carries a grating of that amplitude with a random orientation, period and phase
+per video: in the stack, a fingerprint of the video, and so of the class, that a model can
+memorize on the videos it trains on and that says nothing about other videos (the notes' "learn
+the videos, not the images"). Everything else is drawn as without it.
+
 Independent zero-mean noise of std ``noise_std`` (triangular: sum of two
 uniforms) is added to RGB and to every stack channel; values are clipped to
 [0, 1], RGB is written as 8-bit PNG and the stack as ``.npy`` (see
@@ -144,6 +152,7 @@ class SyntheticConfig:
     jitter: int = 1  # max global camera jitter per frame, px (uniform integer shift)
     raw: str = ""  # "" | "mono" | "color": also write raw polarization-sensor frames
     raw_bits: int = 12  # significant bits of the raw frames
+    video_trap: float = 0.0  # > 0: one class per video and a per-video background DoLP grating of this amplitude
 
     def __post_init__(self):
         self.image_size = tuple(int(v) for v in self.image_size)
@@ -165,6 +174,8 @@ class SyntheticConfig:
             raise ValueError("num_bands >= 1, num_videos >= 0 and frames_per_video >= 1 required")
         if self.seed < 0 or self.jitter < 0 or not 0 <= self.speed[0] <= self.speed[1]:
             raise ValueError("seed >= 0, jitter >= 0 and 0 <= speed[0] <= speed[1] required")
+        if not 0.0 <= self.video_trap <= 1.0:
+            raise ValueError(f"video_trap must be in [0, 1], got {self.video_trap}")
         if self.raw not in RAW_PATTERNS:
             raise ValueError(f"raw must be one of {RAW_PATTERNS}, got {self.raw!r}")
         if self.raw:
@@ -366,7 +377,9 @@ def _filled(mask: np.ndarray) -> np.ndarray:
     return (padded | (1 - flood)).astype(bool)[1:-1, 1:-1]
 
 
-def _init_objects(rng, cfg: SyntheticConfig) -> List[Dict]:
+def _init_objects(rng, cfg: SyntheticConfig, theme: Optional[Dict] = None) -> List[Dict]:
+    """The objects of a video; ``theme`` (a :data:`CATEGORIES` entry) gives all of them its class
+    (the draws are the same either way)."""
     H, W = cfg.image_size
     n = int(rng.integers(cfg.objects_per_frame[0], cfg.objects_per_frame[1] + 1))
     objects = []
@@ -374,6 +387,7 @@ def _init_objects(rng, cfg: SyntheticConfig) -> List[Dict]:
         mask = _shape_mask(rng, cfg.object_size, 0.8 * min(H, W))
         ph, pw = mask.shape
         cat = CATEGORIES[int(rng.integers(len(CATEGORIES)))]
+        cat = theme if theme is not None else cat
         lo = np.array([pw / 2, ph / 2]) - _MAX_OVERHANG * np.array([pw, ph])
         hi = np.array([W - pw / 2, H - ph / 2]) + _MAX_OVERHANG * np.array([pw, ph])
         start_lo = np.minimum(np.array([pw / 2, ph / 2]), (lo + hi) / 2)
@@ -415,6 +429,21 @@ def _step(obj: Dict) -> None:
     obj["pos"], obj["vel"] = p, v
 
 
+def _video_trap(cfg: SyntheticConfig, video_index: int, size: Tuple[int, int]) -> Tuple[Dict, np.ndarray]:
+    """The video-leakage trap of a video (``cfg.video_trap`` > 0), from its own seed so the rest of
+    the video is drawn as without it: the class all its objects get, and a (H, W) background DoLP
+    grating of amplitude ``video_trap`` whose orientation, period (6-24 % of the frame) and phase
+    are random per video, so it tells the video (and with it the class) apart in the stack
+    without telling anything about a video not seen in training."""
+    rng = np.random.default_rng([cfg.seed, video_index, 2])
+    theme = CATEGORIES[int(rng.integers(len(CATEGORIES)))]
+    theta, phase = rng.uniform(0.0, np.pi), rng.uniform(0.0, 2.0 * np.pi)
+    period = rng.uniform(0.06, 0.24) * min(cfg.image_size)
+    yy, xx = np.mgrid[0:size[0], 0:size[1]].astype(np.float32)
+    wave = np.sin(2.0 * np.pi * (xx * np.cos(theta) + yy * np.sin(theta)) / period + phase)
+    return theme, (np.float32(cfg.video_trap) * (0.5 + 0.5 * wave)).astype(np.float32)
+
+
 def render_video(cfg: SyntheticConfig, video_index: int) -> Iterator[SyntheticFrame]:
     """Yield the ``cfg.frames_per_video`` frames of video ``video_index`` (deterministic)."""
     rng = np.random.default_rng([cfg.seed, video_index])
@@ -435,7 +464,11 @@ def render_video(cfg: SyntheticConfig, video_index: int) -> Iterator[SyntheticFr
     bg_aolp = aolp0 + np.float32(np.deg2rad(20.0)) * (
         _texture01(_smooth_field(rng, (Hp, Wp), sigma_low)) - 0.5)  # random angle +- 10 deg
 
-    objects = _init_objects(rng, cfg)
+    theme = None
+    if cfg.video_trap > 0:
+        theme, grating = _video_trap(cfg, video_index, (Hp, Wp))
+        bg_dolp = bg_dolp + grating
+    objects = _init_objects(rng, cfg, theme)
     class_colored = cfg.signal in ("rgb", "both")
     class_polarized = cfg.signal in ("stack", "both")
 
@@ -522,6 +555,15 @@ def raw_frame(frame: SyntheticFrame, cfg: SyntheticConfig, noise_std: Optional[f
 # ----------------------------------------------------------------------------- writer
 
 
+def _config_dict(cfg: SyntheticConfig) -> Dict:
+    """``cfg`` as a dict; ``video_trap`` only when set, so datasets without it keep the parameters
+    (and the fingerprints, e.g. tools/evidence.py's) they had before the trap existed."""
+    params = asdict(cfg)
+    if not params["video_trap"]:
+        del params["video_trap"]
+    return params
+
+
 def _info(cfg: SyntheticConfig, split: str) -> Dict:
     return {
         "description": "polar-rcnn synthetic RGB + polarization stack videos",
@@ -540,7 +582,7 @@ def _info(cfg: SyntheticConfig, split: str) -> Dict:
             {"id": c["id"], "name": c["name"], "dolp": c["dolp"], "aolp_deg": c["aolp_deg"]}
             for c in CATEGORIES
         ],
-        "config": asdict(cfg),
+        "config": _config_dict(cfg),
     }
 
 
@@ -627,7 +669,7 @@ def _params(cfgs: Dict[str, SyntheticConfig]) -> Dict:
     # JSON round trip so tuples compare equal to the lists read back from disk
     return json.loads(json.dumps({
         "generator_version": GENERATOR_VERSION,
-        "splits": {name: asdict(cfg) for name, cfg in cfgs.items()},
+        "splits": {name: _config_dict(cfg) for name, cfg in cfgs.items()},
     }))
 
 

@@ -306,3 +306,35 @@ def test_config_validation():
         SyntheticConfig(stack_dtype="int8")
     cfg = dataclasses.replace(SyntheticConfig(), image_size=[32, 48])
     assert cfg.image_size == (32, 48) and cfg.num_channels == 24
+
+
+def test_video_trap_gives_each_video_one_class_and_its_own_grating():
+    """The trap changes the classes and the background DoLP only: RGB (camouflaged), labels and
+    boxes are drawn as without it; every object of a video has its class; the grating differs
+    between videos and is the same in every frame of one (up to the camera jitter)."""
+    plain, trap = tiny_cfg(num_videos=4, signal="none"), tiny_cfg(num_videos=4, signal="none", video_trap=0.3)
+    themes, gratings = [], []
+    for v in range(4):
+        for a, b in zip(render_video(plain, v), render_video(trap, v)):
+            np.testing.assert_array_equal(a.rgb, b.rgb)
+            np.testing.assert_array_equal(a.labels, b.labels)
+            assert [o["bbox"] for o in a.objects] == [o["bbox"] for o in b.objects]
+            extra = b.dolp - a.dolp
+            assert extra.min() >= 0 and extra.max() <= 0.3 + 1e-6 and extra.max() - extra.min() > 0.2
+        themes.append({o["category_id"] for o in b.objects})
+        gratings.append(extra)
+    assert all(len(t) == 1 for t in themes)
+    assert min(np.abs(g - h).mean() for i, g in enumerate(gratings) for h in gratings[i + 1:]) > 0.03
+
+
+def test_video_trap_parameters_only_when_set(tmp_path):
+    """Datasets without the trap keep the parameters they had before it existed."""
+    prepare_synthetic_dataset(str(tmp_path / "plain"), {"train": tiny_cfg(num_videos=1)}, progress=False)
+    prepare_synthetic_dataset(str(tmp_path / "trap"), {"train": tiny_cfg(num_videos=1, video_trap=0.2)},
+                              progress=False)
+    plain = json.load(open(tmp_path / "plain" / "generator.json"))
+    trap = json.load(open(tmp_path / "trap" / "generator.json"))
+    assert "video_trap" not in plain["splits"]["train"] and trap["splits"]["train"]["video_trap"] == 0.2
+    assert "video_trap" not in json.load(open(tmp_path / "plain" / "train.json"))["info"]["config"]
+    with pytest.raises(ValueError, match="video_trap"):
+        tiny_cfg(video_trap=1.5)
