@@ -58,6 +58,15 @@ def add_polar_config(cfg: CN) -> None:
     # Weight decay of the stack-reading parameters; < 0 = as the others (SOLVER.WEIGHT_DECAY...).
     _C.MODEL.POLAR.WEIGHT_DECAY = -1.0
 
+    # A video-id classifier on the branch's pooled output behind a gradient reversal, trained with
+    # the detector and inactive in inference (polar_rcnn/modeling/video_adversary.py; needs a
+    # video_id on every training image).
+    _C.MODEL.POLAR.VIDEO_ADVERSARY = CN()
+    # Reversal weight: the branch gets the classifier's gradient times -WEIGHT; 0 = no adversary.
+    _C.MODEL.POLAR.VIDEO_ADVERSARY.WEIGHT = 0.0
+    # Width of the classifier's hidden layer.
+    _C.MODEL.POLAR.VIDEO_ADVERSARY.HIDDEN = 128
+
     # ---------------------------------------------------------------- freezing (polar_rcnn/engine/freezing.py)
     _C.MODEL.FREEZE = CN()
     # Parts frozen when the model is built (before the optimizer and DDP): aliases "image_bottom_up",

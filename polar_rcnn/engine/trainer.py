@@ -14,6 +14,7 @@ from detectron2.utils import comm
 from ..data import BadSampleReport, PolarDatasetMapper, TrainLoader, build_train_loader
 from ..data.settings_summary import stack_settings_summary
 from ..modeling.loss_weights import apply_loss_weights
+from ..modeling.video_adversary import video_adversary_from_config
 from .checkpoint import PolarCheckpointer, load_for_inference, warn_if_nothing_loaded
 from .freezing import freeze_from_config
 from .hooks import BestCheckpointer, UnfreezeHook
@@ -39,8 +40,10 @@ class PolarTrainer(DefaultTrainer):
 
     @classmethod
     def build_model(cls, cfg):
-        # frozen before the optimizer and DDP are built, so frozen parameters never reach them
-        return freeze_from_config(cfg, apply_loss_weights(super().build_model(cfg), cfg))
+        # frozen before the optimizer and DDP are built, so frozen parameters never reach them; the
+        # video adversary (if any) before both, so the optimizer gets its parameters
+        model = video_adversary_from_config(cfg, apply_loss_weights(super().build_model(cfg), cfg))
+        return freeze_from_config(cfg, model)
 
     @classmethod
     def build_optimizer(cls, cfg, model):

@@ -11,6 +11,7 @@ from .injection import Injection, fused_name
 from .meta_arch import PolarInputsMixin, PolarRCNN, PolarRetinaNet
 from .polar_branch import PolarBranch
 from .stack_derivation import StackDerivation, stack_derivation_from_config
+from .video_adversary import VideoAdversary, apply_video_adversary
 
 __all__ = [
     "EarlyFusionFPN",
@@ -22,6 +23,8 @@ __all__ = [
     "PolarRCNN",
     "PolarRetinaNet",
     "StackDerivation",
+    "VideoAdversary",
+    "apply_video_adversary",
     "build_early_fusion_resnet_fpn_backbone",
     "build_early_fusion_retinanet_resnet_fpn_backbone",
     "build_polar_fusion",
