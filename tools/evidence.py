@@ -103,7 +103,7 @@ def default_branch_opts() -> List[str]:
 @dataclass(frozen=True)
 class Variant:
     config: str  # file under configs/
-    opts: Tuple[str, ...]  # on top of the common opts
+    opts: Tuple[str, ...]  # on top of the common opts and (library_branch) the library default branch
     trains: str  # what trains, for the report
     pretrained: bool = True  # starts from the pretrained RGB detector
     library_branch: bool = True  # a polar variant runs the library's default branch (else its config's)
@@ -121,6 +121,13 @@ VARIANTS: "OrderedDict[str, Variant]" = OrderedDict([
     ("branch_only", Variant(DEMO, ("MODEL.POLAR.INJECT", "both", "MODEL.POLAR.ZERO_INIT", "True", "MODEL.FREEZE.PARTS",
                                    '["image_bottom_up", "fpn", "rpn", "box_head", "box_predictor"]'), "branch only")),
     ("polar_scratch", Variant(DEMO, ("MODEL.POLAR.INJECT", "both"), "everything, from scratch", pretrained=False)),
+    ("polar_adversary", Variant(DEMO, ("MODEL.POLAR.INJECT", "both", "MODEL.POLAR.VIDEO_ADVERSARY.WEIGHT", "0.1"),
+                                "everything, from scratch, with a video-id classifier on the branch behind a "
+                                "gradient reversal of 0.1", pretrained=False)),
+    ("polar_small", Variant(DEMO, ("MODEL.POLAR.INJECT", "both", "MODEL.POLAR.NUM_STAGES", "1",
+                                   "MODEL.POLAR.PRE_KERNEL_SIZE", "1"),
+                            "everything, from scratch, with the smallest branch (one 1x1 conv to the FPN width)",
+                            pretrained=False)),
     ("rgb_scratch", Variant(RGB, (), "everything, from scratch", pretrained=False)),
     ("demo_scratch", Variant(DEMO, (), "everything, from scratch (the demo config's own branch)", pretrained=False,
                              library_branch=False)),
@@ -143,6 +150,12 @@ DEFAULT_VARIANTS = ["rgb_only", "rgb_last_layer", "early_fusion", "branch_rpn", 
 # stack of the same statistics that carries nothing about the image)
 DATASETS = OrderedDict([("stack", "stack"), ("control", "none"), ("rgb", "rgb"), ("unpaired", "rgb")])
 UNPAIRED = {"unpaired": "rgb"}  # dataset -> the dataset whose images and stacks it pairs anew
+# dataset -> (pool, tools/split_dataset.py --group-by): its train and val splits are drawn from one
+# generated pool of videos (train + val videos), by frame ("image": frames of a video on both sides)
+# or by video; the pool -> its prepare_polar_synth --signal and extra options
+SPLIT_FROM = {"trap_frames": ("trap", "image"), "trap_videos": ("trap", "video")}
+POOLS = {"trap": ("stack", ("--video-trap", "0.3"))}
+DATASETS.update((name, POOLS[pool][0]) for name, (pool, _) in SPLIT_FROM.items())
 PRETRAIN_SIGNAL = "rgb"
 PRETRAIN_DATA_SEED = 100  # other scenes than the finetuning data
 STACK_CHANNELS, DERIVED_CHANNELS = 24, 18  # 6 bands x 4 angles -> dolp_aolp_trig
@@ -155,6 +168,10 @@ PRESETS = {
     # itself failed to take off on one seed of three (docs/RESULTS.md)
     "scratch": ["--variants", "rgb_scratch", "demo_random_init", "polar_scratch", "--datasets", "stack", "unpaired",
                 "--iters", "600", "--section", "scratch", "--jobs", "2"],
+    # the notes' video leakage: the same models on a frame split and a video split of one trap pool, and
+    # the two remedies against it (the adversary, a smaller branch); 300 iterations keep it near 40 min
+    "leakage": ["--variants", "rgb_scratch", "polar_scratch", "polar_adversary", "polar_small", "--datasets",
+                "trap_frames", "trap_videos", "--iters", "300", "--section", "leakage", "--jobs", "2"],
     # Mask R-CNN with and without the stack, finetuned from the RGB detector (the mask head from its
     # random start): box and mask AP
     "masks": ["--variants", "mask_rgb_only", "mask_branch_both", "--datasets", "stack", "control",
@@ -162,7 +179,8 @@ PRESETS = {
 }
 SECTION_TITLES = {"main": "Results: does the stack help?",
                   "scratch": "From scratch: does the branch cost accuracy when the stack carries nothing?",
-                  "masks": "Mask R-CNN: box and mask AP with and without the stack"}
+                  "masks": "Mask R-CNN: box and mask AP with and without the stack",
+                  "leakage": "Video leakage: frame split against video split, and two remedies"}
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -258,6 +276,10 @@ class Evidence:
         return os.path.join(self.out, "data", name)
 
     def dataset_entries(self, name: str) -> List[List[str]]:
+        if name in SPLIT_FROM:  # split JSONs of the pool's one generated split
+            pool = os.path.join(self.data_dir(SPLIT_FROM[name][0]), "train")
+            return [[f"evidence_{name}_{split}", os.path.join(self.data_dir(name), f"train_{split}.json"),
+                     os.path.join(pool, "images"), os.path.join(pool, "stacks")] for split in ("train", "val")]
         root, files = self.data_dir(name), self.data_dir(UNPAIRED.get(name, name))
         return [[f"evidence_{name}_{split}", os.path.join(root, f"{split}.json"), os.path.join(files, split, "images"),
                  os.path.join(files, split, "stacks")] for split in ("train", "val")]
@@ -281,18 +303,44 @@ class Evidence:
         atomic_write_text(os.path.join(out, "generator.json"), json.dumps(
             {"source": self.data_fingerprint(UNPAIRED[name]), "pairing": "stack of image i + N/2"}))
 
+    def split_from_pool(self, name: str) -> None:
+        """``name``'s train / val JSONs: tools/split_dataset.py over its pool, as a user runs it,
+        with the pool's train : val video ratio."""
+        pool, group_by = SPLIT_FROM[name]
+        argv = [os.path.join(self.data_dir(pool), "train.json"), "--image-root",
+                os.path.join(self.data_dir(pool), "train", "images"), "--group-by", group_by, "--seed", "0",
+                "--split", f"train={self.train_videos}", "--split", f"val={self.val_videos}",
+                "--output-dir", self.data_dir(name), "--force", "--no-progress"]
+        self.commands.append(" ".join(["python tools/split_dataset.py"] + [os.path.relpath(x, REPO) if os.path.isabs(x)
+                                                                           else x for x in argv]))
+        run = subprocess.run([sys.executable, os.path.join(REPO, "tools", "split_dataset.py")] + argv, cwd=REPO,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        sys.stderr.write(run.stdout)
+        if run.returncode != 0:
+            raise RuntimeError(f"tools/split_dataset.py {' '.join(argv)} failed")
+        from polar_rcnn.utils.atomic import atomic_write_text
+
+        atomic_write_text(os.path.join(self.data_dir(name), "generator.json"), json.dumps(
+            {"source": self.data_fingerprint(pool), "group_by": group_by,
+             "videos": [self.train_videos, self.val_videos]}))
+
     def prepare_data(self) -> None:
         a = self.args
         prepare = [sys.executable, os.path.join(REPO, "datasets", "prepare_polar_synth.py")]
         lo, hi = max(6, round(a.size * 24 / 256)), max(8, round(a.size * 80 / 256))
-        generated = [d for d in a.datasets if d not in UNPAIRED]
+        generated = [d for d in a.datasets if d not in UNPAIRED and d not in SPLIT_FROM]
         generated += [UNPAIRED[d] for d in a.datasets if d in UNPAIRED and UNPAIRED[d] not in generated]
+        pools = list(dict.fromkeys(SPLIT_FROM[d][0] for d in a.datasets if d in SPLIT_FROM))
         pretrain = [("pretrain", PRETRAIN_SIGNAL, PRETRAIN_DATA_SEED)] if any(VARIANTS[v].pretrained
                                                                               for v in a.variants) else []
-        for name, signal, seed in pretrain + [(d, DATASETS[d], 0) for d in generated]:
-            argv = ["--output", self.data_dir(name), "--train-videos", str(self.train_videos), "--val-videos",
-                    str(self.val_videos), "--frames-per-video", str(a.frames_per_video), "--size", str(a.size),
-                    "--signal", signal, "--seed", str(seed), "--object-size", str(lo), str(hi)]
+        for name, signal, seed in pretrain + [(d, DATASETS[d], 0) for d in generated] + [
+                (p, POOLS[p][0], 0) for p in pools]:
+            videos = (["--train-videos", str(self.train_videos + self.val_videos), "--val-videos", "0"]
+                      if name in POOLS else
+                      ["--train-videos", str(self.train_videos), "--val-videos", str(self.val_videos)])
+            argv = ["--output", self.data_dir(name), *videos, "--frames-per-video", str(a.frames_per_video),
+                    "--size", str(a.size), "--signal", signal, "--seed", str(seed), "--object-size", str(lo), str(hi),
+                    *(POOLS[name][1] if name in POOLS else ())]
             self.commands.append(" ".join(["python datasets/prepare_polar_synth.py"] + argv))
             # the script as a user runs it; its printout goes to stderr (stdout is the report's)
             run = subprocess.run(prepare + argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -300,6 +348,8 @@ class Evidence:
             if run.returncode != 0:
                 raise RuntimeError(f"datasets/prepare_polar_synth.py {' '.join(argv)} failed")
         for name in a.datasets:
+            if name in SPLIT_FROM:
+                self.split_from_pool(name)
             if name in UNPAIRED:
                 self.write_unpaired(name)
                 self.commands.append(f"# {name}: the {UNPAIRED[name]} images, image i of each split (in video, frame "
@@ -369,7 +419,7 @@ class Evidence:
         v = VARIANTS[variant]
         return ["MODEL.WEIGHTS", os.path.join(self.pretrain_dir(), "model_final.pth") if v.pretrained else "",
                 "SOLVER.MAX_ITER", str(self.iters), "SOLVER.WARMUP_ITERS", str(min(20, self.iters // 4)),
-                "SEED", seed, *v.opts, *(default_branch_opts() if v.config in POLAR_CONFIGS and v.library_branch else ()),
+                "SEED", seed, *(default_branch_opts() if v.config in POLAR_CONFIGS and v.library_branch else ()), *v.opts,
                 *(self.args.polar_opts if v.config in POLAR_CONFIGS else ()),
                 "OUTPUT_DIR", os.path.join(self.out, "runs", dataset, variant, f"seed{seed}")]
 
@@ -538,6 +588,12 @@ DATASET_TEXT = {
     "unpaired": "the `rgb` images, each with the stack of a frame of another video (image i of a split, in video "
                 "and frame order, with the stack of image i + N/2): a real stack with the data's statistics that "
                 "carries nothing about the image",
+    "trap_frames": "objects camouflaged in RGB, class signature in the stack, and the video-leakage trap "
+                   "(`--video-trap 0.3`: one class per video and a per-video background DoLP grating), train and "
+                   "val drawn frame by frame from one pool of videos (`tools/split_dataset.py --group-by image`): "
+                   "frames of every video on both sides",
+    "trap_videos": "the same pool split by video (`tools/split_dataset.py --group-by video`): validation videos "
+                   "never seen in training",
 }
 
 

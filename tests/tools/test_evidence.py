@@ -185,3 +185,28 @@ def test_masks_preset_reports_box_and_mask_ap(tmp_path):
     assert "| segm AP |" in text  # the per-run table too
     saved = json.loads((tmp_path / "ev" / "results.json").read_text())
     assert "segm/AP" in saved["results"]["mask_branch_both/stack"]["0"]
+
+
+def test_leakage_preset_splits_one_trap_pool_by_frame_and_by_video(tmp_path):
+    args = evidence.parse_args(["--preset", "leakage", "--output", str(tmp_path), "--seeds", "0", "--size", "32",
+                                "--train-videos", "3", "--val-videos", "1", "--frames-per-video", "4"])
+    assert args.datasets == ["trap_frames", "trap_videos"] and args.section == "leakage" and args.iters == 300
+    ev = evidence.Evidence(args)
+    ev.prepare_data()
+    pool = json.loads((tmp_path / "data" / "trap" / "generator.json").read_text())
+    assert pool["splits"]["train"]["video_trap"] == 0.3 and pool["splits"]["train"]["num_videos"] == 4
+    videos = {}
+    for name in ("trap_frames", "trap_videos"):
+        entries = ev.dataset_entries(name)
+        assert all(e[2].endswith(os.path.join("trap", "train", "images")) for e in entries)
+        videos[name] = [{im["video_id"] for im in json.loads(open(e[1]).read())["images"]} for e in entries]
+        sizes = [len(json.loads(open(e[1]).read())["images"]) for e in entries]
+        assert sum(sizes) == 16 and sizes[1] == 4  # the pool's 3 : 1 video ratio, in frames too
+    train, val = videos["trap_videos"]
+    assert not train & val and len(val) == 1
+    train, val = videos["trap_frames"]
+    assert val <= train  # frames of the validation videos were trained on
+    adversary = ev.run_opts("polar_adversary", "trap_videos", "0")
+    assert adversary[adversary.index("MODEL.POLAR.VIDEO_ADVERSARY.WEIGHT") + 1] == "0.1"
+    small = ev.run_opts("polar_small", "trap_videos", "0")
+    assert small[len(small) - 1 - small[::-1].index("MODEL.POLAR.NUM_STAGES") + 1] == "1"  # after the library's
