@@ -11,7 +11,7 @@ from tests.tools.tool_test_utils import TOOLS_DIR
 
 TOOLS = ["check_dataset", "stack_stats", "split_dataset", "predict", "visualize", "plot_metrics", "tune", "benchmark",
          "estimate_homography",
-         "evidence", "demo", "branch_cost"]
+         "evidence", "demo", "branch_cost", "robustness"]
 HEAVY = {"torch", "detectron2", "polar_rcnn", "numpy", "cv2"}
 
 
