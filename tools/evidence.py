@@ -148,7 +148,11 @@ DEFAULT_VARIANTS = ["rgb_only", "rgb_last_layer", "early_fusion", "branch_rpn", 
 # name -> prepare_polar_synth --signal. "rgb": objects in class colours in RGB, the stack's polarization is
 # background only; "unpaired": the "rgb" images, each with the stack of a frame of another video (a real
 # stack of the same statistics that carries nothing about the image)
-DATASETS = OrderedDict([("stack", "stack"), ("control", "none"), ("rgb", "rgb"), ("unpaired", "rgb")])
+DATASETS = OrderedDict([("stack", "stack"), ("control", "none"), ("rgb", "rgb"), ("unpaired", "rgb"),
+                        ("partial", "stack")])
+# dataset -> extra prepare_polar_synth options; "partial": objects visible in RGB (an object/background
+# contrast of +-30 % whatever the class), the class told by the stack only
+DATASET_OPTIONS = {"partial": ("--rgb-contrast", "0.3")}
 UNPAIRED = {"unpaired": "rgb"}  # dataset -> the dataset whose images and stacks it pairs anew
 # dataset -> (pool, tools/split_dataset.py --group-by): its train and val splits are drawn from one
 # generated pool of videos (train + val videos), by frame ("image": frames of a video on both sides)
@@ -168,6 +172,10 @@ PRESETS = {
     # itself failed to take off on one seed of three (docs/RESULTS.md)
     "scratch": ["--variants", "rgb_scratch", "demo_random_init", "polar_scratch", "--datasets", "stack", "unpaired",
                 "--iters", "600", "--section", "scratch", "--jobs", "2"],
+    # does the branch ever hurt? the three regimes side by side: class in the stack only, objects visible in RGB
+    # with the class in the stack, and a stack that carries nothing (shares its runs with "scratch")
+    "regimes": ["--variants", "rgb_scratch", "demo_random_init", "polar_scratch", "--datasets", "stack", "partial",
+                "unpaired", "--iters", "600", "--val-videos", "24", "--section", "regimes", "--jobs", "2"],
     # the notes' video leakage: the same models on a frame split and a video split of one trap pool, and
     # the two remedies against it (the adversary, a smaller branch); 300 iterations keep it near 40 min
     "leakage": ["--variants", "rgb_scratch", "polar_scratch", "polar_adversary", "polar_small", "--datasets",
@@ -180,7 +188,8 @@ PRESETS = {
 SECTION_TITLES = {"main": "Results: does the stack help?",
                   "scratch": "From scratch: does the branch cost accuracy when the stack carries nothing?",
                   "masks": "Mask R-CNN: box and mask AP with and without the stack",
-                  "leakage": "Video leakage: frame split against video split, and two remedies"}
+                  "leakage": "Video leakage: frame split against video split, and two remedies",
+                  "regimes": "Does the branch ever hurt? Informative, partial and uninformative stacks"}
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -340,7 +349,7 @@ class Evidence:
                       ["--train-videos", str(self.train_videos), "--val-videos", str(self.val_videos)])
             argv = ["--output", self.data_dir(name), *videos, "--frames-per-video", str(a.frames_per_video),
                     "--size", str(a.size), "--signal", signal, "--seed", str(seed), "--object-size", str(lo), str(hi),
-                    *(POOLS[name][1] if name in POOLS else ())]
+                    *(POOLS[name][1] if name in POOLS else DATASET_OPTIONS.get(name, ()))]
             self.commands.append(" ".join(["python datasets/prepare_polar_synth.py"] + argv))
             # the script as a user runs it; its printout goes to stderr (stdout is the report's)
             run = subprocess.run(prepare + argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -588,6 +597,8 @@ DATASET_TEXT = {
     "unpaired": "the `rgb` images, each with the stack of a frame of another video (image i of a split, in video "
                 "and frame order, with the stack of image i + N/2): a real stack with the data's statistics that "
                 "carries nothing about the image",
+    "partial": "objects visible in RGB by a +-30 % contrast to their background whatever their class, the "
+               "class told by the stack only (`--signal stack --rgb-contrast 0.3`)",
     "trap_frames": "objects camouflaged in RGB, class signature in the stack, and the video-leakage trap "
                    "(`--video-trap 0.3`: one class per video and a per-video background DoLP grating), train and "
                    "val drawn frame by frame from one pool of videos (`tools/split_dataset.py --group-by image`): "

@@ -210,3 +210,12 @@ def test_leakage_preset_splits_one_trap_pool_by_frame_and_by_video(tmp_path):
     assert adversary[adversary.index("MODEL.POLAR.VIDEO_ADVERSARY.WEIGHT") + 1] == "0.1"
     small = ev.run_opts("polar_small", "trap_videos", "0")
     assert small[len(small) - 1 - small[::-1].index("MODEL.POLAR.NUM_STAGES") + 1] == "1"  # after the library's
+
+
+def test_regimes_preset_adds_the_partial_signal_dataset(tmp_path):
+    args = evidence.parse_args(["--preset", "regimes", "--output", str(tmp_path), "--datasets", "partial",
+                                "--size", "32", "--train-videos", "1", "--val-videos", "1", "--frames-per-video", "2"])
+    assert args.variants == ["rgb_scratch", "demo_random_init", "polar_scratch"] and args.section == "regimes"
+    evidence.Evidence(args).prepare_data()
+    params = json.loads((tmp_path / "data" / "partial" / "generator.json").read_text())["splits"]["train"]
+    assert params["signal"] == "stack" and params["rgb_contrast"] == 0.3
