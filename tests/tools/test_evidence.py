@@ -115,7 +115,8 @@ def test_unpaired_dataset_gives_every_image_another_videos_stack(tmp_path):
 
 def test_scratch_preset_and_which_branch_each_variant_runs(tmp_path):
     args = evidence.parse_args(["--preset", "scratch", "--output", str(tmp_path), "--seeds", "0"])
-    assert args.variants == ["rgb_scratch", "demo_random_init", "polar_scratch"] and args.section == "scratch"
+    assert args.variants == ["rgb_scratch", "demo_random_init", "polar_scratch", "demo_dropout", "polar_dropout"]
+    assert args.section == "scratch" and args.val_videos == 24
     assert args.datasets == ["stack", "unpaired"] and args.seeds == [0] and args.jobs == 2
     assert evidence.reference_variant(args.variants) == "rgb_scratch"
     ev = evidence.Evidence(args)
@@ -135,6 +136,10 @@ def test_scratch_preset_and_which_branch_each_variant_runs(tmp_path):
         assert evidence.setup_cfg(os.path.join(evidence.CONFIGS, evidence.VARIANTS[variant].config),
                                   opts[:-2]).MODEL.POLAR.CLOSED_GATE == (gate == "True")
     assert demo[demo.index("MODEL.WEIGHTS") + 1] == "" and demo[demo.index("SOLVER.MAX_ITER") + 1] == "600"
+    for variant in ("polar_dropout", "demo_dropout"):  # the variant's own value, after any library default
+        opts = ev.run_opts(variant, "unpaired", "0")
+        assert evidence.setup_cfg(os.path.join(evidence.CONFIGS, evidence.VARIANTS[variant].config),
+                                  opts[:-2]).MODEL.POLAR.MODALITY_DROPOUT == 0.5
 
 
 def test_parallel_jobs_from_the_command_line_then_reused_in_process(tmp_path):
