@@ -450,6 +450,12 @@ class Evidence:
         with open(os.path.join(self.data_dir(name), "generator.json")) as f:
             return hashlib.sha1(json.dumps(json.load(f), sort_keys=True).encode()).hexdigest()
 
+    def digest(self, text: str) -> str:
+        """SHA-1 of ``text`` with the output folder and the repository as placeholders: a finished
+        run is reused from a moved output folder or another checkout of the same code."""
+        text = text.replace(self.out + os.sep, "<output>/").replace(REPO + os.sep, "<repo>/")
+        return hashlib.sha1(text.encode()).hexdigest()
+
     def run(self, config: str, opts: List[str], label: str, depends: Dict[str, str]) -> Tuple[Dict[str, float], float]:
         """Train + evaluate, or reuse a finished run with the same config, opts and ``depends`` (digests
         of its data and of the pretraining it starts from): (bbox metrics, seconds)."""
@@ -463,7 +469,7 @@ class Evidence:
         for i, (config, opts, label, depends) in enumerate(runs):
             cfg = setup_cfg(os.path.join(CONFIGS, config), opts)
             # the resolved config too: a changed default (e.g. in polar_rcnn/config.py) re-runs
-            full = {**depends, "config": hashlib.sha1(cfg.dump().encode()).hexdigest()}
+            full = {**depends, "config": self.digest(cfg.dump())}
             done_file = os.path.join(cfg.OUTPUT_DIR, "evidence_run.json")
             if os.path.isfile(done_file):
                 with open(done_file) as f:
@@ -523,7 +529,7 @@ class Evidence:
             self.commands.append(self.command(config, ['"${COMMON[@]}"'] + opts[len(self.common_opts()):]))
             depends = {"data": self.data_fingerprint("pretrain")}
             self.pretrain_results, _ = self.run(config, opts, "pretrain (RGB, objects visible in RGB)", depends)
-            pretrain = hashlib.sha1(json.dumps([config, opts, depends]).encode()).hexdigest()
+            pretrain = self.digest(json.dumps([config, opts, depends]))
         self.timings["pretrain"] = time.perf_counter() - start
 
         start = time.perf_counter()

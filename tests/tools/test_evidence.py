@@ -11,6 +11,13 @@ from polar_rcnn.evaluation.report import format_mean_std, paired_differences, ve
 from tools import evidence
 
 
+def _unregister_evidence_datasets():
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    for name in [n for n in DatasetCatalog.list() if n.startswith("evidence_")]:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+
 
 def test_miniature_evidence_writes_the_report_and_resumes(tmp_path, capsys, monkeypatch):
     report = tmp_path / "RESULTS.md"
@@ -39,6 +46,15 @@ def test_miniature_evidence_writes_the_report_and_resumes(tmp_path, capsys, monk
     assert evidence.main(argv) == 0  # everything done: reused, same table
     assert capsys.readouterr().out.count("reused") == 5  # pretraining + 4 runs
     assert header in report.read_text()
+
+    # the output folder moved (or another checkout): its runs are still the same runs
+    moved = [str(tmp_path / "moved") if a == str(tmp_path / "ev") else a for a in argv]
+    os.rename(tmp_path / "ev", tmp_path / "moved")
+    _unregister_evidence_datasets()  # a second invocation is a new process; here, one process
+    assert evidence.main(moved) == 0
+    assert capsys.readouterr().out.count("reused") == 5
+    os.rename(tmp_path / "moved", tmp_path / "ev")
+    _unregister_evidence_datasets()
 
     # a changed default (not in the options) changes the resolved config: nothing is reused
     original = evidence.setup_cfg
