@@ -8,7 +8,7 @@ in that same forward pass, captured with a forward hook (:func:`capture_proposal
 import contextlib
 import logging
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -120,6 +120,37 @@ class PictureMaker:
         image, stack = load_inputs(self.cfg, record)
         outputs, proposals = self.predict(image, stack)
         return self.picture(record, image, stack, outputs, proposals), outputs
+
+
+def comparison_picture(makers: Mapping[str, PictureMaker], record: Dict) -> np.ndarray:
+    """One RGB picture of several models on one record: ground truth, then each model's detections
+    captioned with its name (in ``makers`` order), then the stack views of the first model that
+    reads stacks; each model reads the inputs its own config asks for."""
+    panels: List[vis.Panel] = []
+    stack_views: List[vis.Panel] = []
+    for i, (name, maker) in enumerate(makers.items()):
+        image, stack = load_inputs(maker.cfg, record)
+        outputs, _ = maker.predict(image, stack)
+        shown = record if i == 0 else {k: v for k, v in record.items() if k != "annotations"}
+        for caption, panel in maker.panels(shown, image, None, outputs):
+            panels.append((caption if caption == "ground truth" else f"{name}: {caption}", panel))
+        if stack is not None and not stack_views:
+            stack_views = vis.stack_panels(stack, maker.layout, maker.channels)
+    return vis.compose_row(panels + stack_views, title=os.path.basename(record.get("file_name", "")))
+
+
+def write_comparison_pictures(makers: Mapping[str, PictureMaker], records: Sequence[Dict], out_dir: str, *,
+                              num_images: int = 6) -> Tuple[List[str], Optional[str]]:
+    """:func:`comparison_picture` of the first ``num_images`` records, one PNG each in ``out_dir``
+    and all of them in ``out_dir/grid.png``: (per-image paths, grid path or None)."""
+    paths, rows, taken = [], [], set()
+    for record in list(records)[:num_images]:
+        picture = comparison_picture(makers, record)
+        paths.append(write_png(os.path.join(out_dir, picture_name(record, taken)), picture))
+        rows.append(picture)
+    grid_path = write_png(os.path.join(out_dir, GRID_FILE), vis.image_grid(rows)) if rows else None
+    logger.info("Wrote %d comparison pictures of %s to %s", len(paths), ", ".join(makers), out_dir)
+    return paths, grid_path
 
 
 def picture_name(record: Dict, taken: set) -> str:

@@ -130,3 +130,27 @@ def test_stack_source_rules():
         check_stack_source(cfg, "stacks", rgb_only=True)
     cfg.INPUT.STACK.ENABLED = False  # an RGB model: image files alone are what it reads
     check_stack_source(cfg, "", rgb_only=False)
+
+
+def test_side_by_side_pictures_show_every_models_detections_then_the_stack(tiny_split, register, tmp_path):
+    from detectron2.data import DatasetCatalog
+
+    from polar_rcnn.evaluation import comparison_picture, write_comparison_pictures
+
+    root, json_file = tiny_split
+    name = register(root, json_file)
+    rgb_config = DEMO_CONFIG.replace("demo_polar_synth", "demo_rgb_only_polar_synth")
+    makers = {"RGB only": PictureMaker(setup_cfg(rgb_config, tiny_opts(name, root, json_file)), topk=0),
+              "polar": PictureMaker(setup_cfg(DEMO_CONFIG, tiny_opts(name, root, json_file)
+                                              + ["MODEL.POLAR.ZERO_INIT", "False"]), topk=0)}
+    records = DatasetCatalog.get(name)
+    picture = comparison_picture(makers, records[0])
+    # ground truth | RGB-only detections | polar detections | DoLP | AoLP
+    assert picture.shape[1] == 5 * 64 + 4 * GAP
+    alone = makers["polar"](records[0])[0]  # ground truth | detections | DoLP | AoLP of the polar model
+    assert alone.shape[1] == 4 * 64 + 3 * GAP
+    # the polar model's panel and the stack views are those it draws alone (same image, same model)
+    assert (picture[-alone.shape[0] + 40:, -(3 * 64 + 2 * GAP):] == alone[-alone.shape[0] + 40:, -(3 * 64 + 2 * GAP):]).all()
+    paths, grid = write_comparison_pictures(makers, records, str(tmp_path / "side"), num_images=2)
+    assert len(paths) == 2 and all(os.path.isfile(p) for p in paths) and os.path.isfile(grid)
+    assert cv2.imread(paths[0]).shape[1] == picture.shape[1]
