@@ -20,10 +20,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs", "faster_rcnn_R_18_FPN_demo_polar_synth.yaml")
 RGB_CONFIG = os.path.join(REPO, "configs", "faster_rcnn_R_18_FPN_demo_rgb_only_polar_synth.yaml")
 METRICS = ("AP", "AP50", "AP75")
-# the make-demo budget, given to both models (before the command line's opts): a narrower FPN and box
-# head, 300 iterations with warmup + cosine decay; ~5 min per model on 2 CPU cores
-DEMO_OPTS = ["MODEL.FPN.OUT_CHANNELS", "128", "MODEL.ROI_BOX_HEAD.FC_DIM", "256", "SOLVER.MAX_ITER", "300",
-             "SOLVER.LR_SCHEDULER_NAME", "WarmupCosineLR", "SOLVER.STEPS", "()"]
+# the make-demo budget, given to both models (before the command line's opts): the evidence runs' recipe
+# (docs/RESULTS.md), 128 px input, FPN width 64, box head 128, 600 iterations with warmup + cosine decay;
+# ~3 min per model on 2 CPU cores
+DEMO_OPTS = ["INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "128", "INPUT.MIN_SIZE_TEST", "128",
+             "INPUT.MAX_SIZE_TEST", "128", "MODEL.FPN.OUT_CHANNELS", "64", "MODEL.ROI_BOX_HEAD.FC_DIM", "128",
+             "MODEL.RPN.POST_NMS_TOPK_TRAIN", "256", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "64",
+             "SOLVER.MAX_ITER", "600", "SOLVER.WARMUP_ITERS", "20", "SOLVER.LR_SCHEDULER_NAME", "WarmupCosineLR",
+             "SOLVER.STEPS", "()"]
 logger = logging.getLogger("polar_rcnn.demo")
 
 
