@@ -130,16 +130,17 @@ def last_evaluation(model_dir):
 
 def comparison_table(results):
     """A markdown table of COCO box AP / AP50 / AP75 per model, and the difference to the first."""
+    from polar_rcnn.evaluation.report import markdown_table
+
+    def value(result, m):
+        return result.get(m, float("nan"))
+
     names = list(results)
-    lines = ["| model | " + " | ".join(METRICS) + " |", "| --- |" + " ---: |" * len(METRICS)]
-    for name in names:
-        lines.append(f"| {name} | " + " | ".join(f"{results[name].get(m, float('nan')):.1f}" for m in METRICS) + " |")
+    rows = [[name] + [f"{value(results[name], m):.1f}" for m in METRICS] for name in names]
     if len(names) > 1:
         base, last = results[names[0]], results[names[-1]]
-        lines.append(f"| {names[-1]} - {names[0]} | "
-                     + " | ".join(f"{last.get(m, float('nan')) - base.get(m, float('nan')):+.1f}" for m in METRICS)
-                     + " |")
-    return "\n".join(lines)
+        rows.append([f"{names[-1]} - {names[0]}"] + [f"{value(last, m) - value(base, m):+.1f}" for m in METRICS])
+    return markdown_table(["model", *METRICS], rows).rstrip("\n")
 
 
 def write_side_by_side(cfgs, out_dir, num_images):

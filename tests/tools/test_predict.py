@@ -150,7 +150,8 @@ def test_side_by_side_pictures_show_every_models_detections_then_the_stack(tiny_
     alone = makers["polar"](records[0])[0]  # ground truth | detections | DoLP | AoLP of the polar model
     assert alone.shape[1] == 4 * 64 + 3 * GAP
     # the polar model's panel and the stack views are those it draws alone (same image, same model)
-    assert (picture[-alone.shape[0] + 40:, -(3 * 64 + 2 * GAP):] == alone[-alone.shape[0] + 40:, -(3 * 64 + 2 * GAP):]).all()
+    below_captions, last_three = slice(-alone.shape[0] + 40, None), slice(-(3 * 64 + 2 * GAP), None)
+    assert (picture[below_captions, last_three] == alone[below_captions, last_three]).all()
     paths, grid = write_comparison_pictures(makers, records, str(tmp_path / "side"), num_images=2)
     assert len(paths) == 2 and all(os.path.isfile(p) for p in paths) and os.path.isfile(grid)
     assert cv2.imread(paths[0]).shape[1] == picture.shape[1]
