@@ -338,3 +338,27 @@ def test_video_trap_parameters_only_when_set(tmp_path):
     assert "video_trap" not in json.load(open(tmp_path / "plain" / "train.json"))["info"]["config"]
     with pytest.raises(ValueError, match="video_trap"):
         tiny_cfg(video_trap=1.5)
+
+
+def test_a_flip_turns_plastic_into_metal():
+    """The signatures plastic (AoLP 60) and metal (120) are mirror images: through the library's flip
+    (polar_rcnn.polarization.mirror_angle_permutation) a flipped plastic object reads as metal, glass
+    stays glass. Why tools/demo.py trains without flips."""
+    from polar_rcnn.polarization import mirror_angle_permutation
+
+    cfg = tiny_cfg(noise_std=0.0, num_videos=1, frames_per_video=2, stack_dtype="float32")
+    H, W = cfg.image_size
+    perm = mirror_angle_permutation(POLARIZER_ANGLES_DEG)
+    nearest = {}
+    for frame in render_video(cfg, 0):
+        i4 = frame.stack.reshape(H, W, cfg.num_bands, 4)[:, ::-1, :, perm]  # the mirror: pixels and angles
+        labels = frame.labels[:, ::-1]
+        for obj in frame.objects:
+            _, _, aolp = polarization_from_intensities(i4[:, :, 0][labels == obj["index"]])
+            mean = float(np.rad2deg(0.5 * np.angle(np.exp(2j * np.deg2rad(aolp)).mean())) % 180.0)
+            nearest[obj["category_id"]] = min(SIG, key=lambda c: angle_diff(mean, SIG[c]["aolp_deg"]))
+    name = {c["id"]: c["name"] for c in CATEGORIES}
+    seen = {name[k]: name[v] for k, v in nearest.items()}
+    assert seen and all(seen[a] == b for a, b in (("glass", "glass"), ("plastic", "metal"), ("metal", "plastic"))
+                        if a in seen)
+    assert {"plastic", "metal"} & set(seen)
