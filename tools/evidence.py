@@ -200,6 +200,11 @@ PRESETS = {
     "decay": ["--variants", "rgb_scratch", "demo_random_init", "polar_scratch", "polar_decay", "polar_decay_strong",
               "--datasets", "stack", "unpaired", "--iters", "600", "--val-videos", "24", "--section", "decay",
               "--jobs", "2"],
+    # the regimes without flips: the synthetic plastic and metal are mirror images in AoLP, so a flip swaps them
+    # (docs/RESULTS.md, "Flips and the synthetic classes"); the same runs otherwise
+    "regimes_noflip": ["--variants", "rgb_scratch", "demo_random_init", "polar_scratch", "--datasets", "stack",
+                       "partial", "unpaired", "--iters", "600", "--val-videos", "24", "--section", "regimes_noflip",
+                       "--opts", "INPUT.RANDOM_FLIP", "none", "--jobs", "2"],
     # the notes' video leakage: the same models on a frame split and a video split of one trap pool, and
     # the two remedies against it (the adversary, a smaller branch); 300 iterations keep it near 40 min
     "leakage": ["--variants", "rgb_scratch", "polar_scratch", "polar_adversary", "polar_small", "--datasets",
@@ -214,6 +219,7 @@ SECTION_TITLES = {"main": "Results: does the stack help?",
                   "masks": "Mask R-CNN: box and mask AP with and without the stack",
                   "leakage": "Video leakage: frame split against video split, and two remedies",
                   "regimes": "Does the branch ever hurt? Informative, partial and uninformative stacks",
+                  "regimes_noflip": "The three regimes without flips (the synthetic classes as they are)",
                   "decay": "Weight decay on the branch: the uninformative stack's AP75 against the informative gain"}
 
 
@@ -267,6 +273,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--polar-opts", nargs="+", default=[], metavar="KEY VALUE",
                    help="config overrides for the runs of the polar-branch variants (branch design ablations, "
                         "e.g. MODEL.POLAR.POST_KERNEL_SIZE 1); use another --output and --results")
+    p.add_argument("--opts", nargs="+", default=[], metavar="KEY VALUE",
+                   help="config overrides for every run, the pretraining included, after its own options (e.g. "
+                        "INPUT.RANDOM_FLIP none); use another --output and --results or --section")
     args = p.parse_args(argv)
     if args.scale <= 0 or min(args.iters, args.pretrain_iters, args.batch, args.size, args.train_videos,
                               args.val_videos, args.frames_per_video) < 1:
@@ -275,8 +284,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         p.error("--fpn-channels must be a multiple of 32 (GroupNorm with 32 groups)")
     if args.threads < 0 or args.workers < 0 or args.jobs < 1:
         p.error("--threads and --workers must be >= 0, --jobs >= 1")
-    if len(args.polar_opts) % 2:
-        p.error("--polar-opts takes KEY VALUE pairs")
+    if len(args.polar_opts) % 2 or len(args.opts) % 2:
+        p.error("--polar-opts and --opts take KEY VALUE pairs")
     if not args.section.replace("_", "").isalnum():
         p.error("--section takes letters, digits and _")
     if not args.device:
@@ -440,7 +449,7 @@ class Evidence:
     def pretrain_opts(self) -> Tuple[str, List[str]]:
         opts = self.common_opts() + self.dataset_opts("pretrain") + [
             "MODEL.WEIGHTS", "", "SOLVER.MAX_ITER", str(self.pretrain_iters),
-            "SOLVER.WARMUP_ITERS", str(min(100, self.pretrain_iters // 4)), "SEED", "0",
+            "SOLVER.WARMUP_ITERS", str(min(100, self.pretrain_iters // 4)), "SEED", "0", *self.args.opts,
             "OUTPUT_DIR", self.pretrain_dir()]
         return RGB, opts
 
@@ -454,7 +463,7 @@ class Evidence:
         return ["MODEL.WEIGHTS", os.path.join(self.pretrain_dir(), "model_final.pth") if v.pretrained else "",
                 "SOLVER.MAX_ITER", str(self.iters), "SOLVER.WARMUP_ITERS", str(min(20, self.iters // 4)),
                 "SEED", seed, *(default_branch_opts() if v.config in POLAR_CONFIGS and v.library_branch else ()), *v.opts,
-                *(self.args.polar_opts if v.config in POLAR_CONFIGS else ()),
+                *(self.args.polar_opts if v.config in POLAR_CONFIGS else ()), *self.args.opts,
                 "OUTPUT_DIR", os.path.join(self.out, "runs", dataset, variant, f"seed{seed}")]
 
     def data_fingerprint(self, name: str) -> str:
@@ -700,7 +709,8 @@ def write_report(ev: Evidence, path: str, argv: Sequence[str], wall: float) -> s
               + f"{ev.iters} iterations, batch {a.batch}, SGD base LR {a.lr:g} with {min(20, ev.iters // 4)}-iteration "
               f"warmup and cosine decay (`WarmupCosineLR`), seeds {', '.join(map(str, a.seeds))} (`SEED`; data order, "
               "augmentation and initialisation differ per seed, the data" + (" and the pretrained model" if pretrained
-                                                                             else "") + " do not).",
+                                                                             else "") + " do not)."
+              + (f" Every run also: `{' '.join(a.opts)}`." if a.opts else ""),
               "- Stack input: `INPUT.STACK.DERIVED dolp_aolp_trig` (DoLP, cos 2 AoLP, sin 2 AoLP per band, 18 "
               "channels) normalized per channel with the training split's mean and std "
               "(`MODEL.POLAR.STACK_MEAN/STD`, as tools/stack_stats.py computes them, per dataset)."

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.tools.tool_test_utils import TOOLS_DIR
 
 from polar_rcnn.evaluation.report import format_mean_std, paired_differences, verdict
@@ -240,3 +242,18 @@ def test_regimes_preset_adds_the_partial_signal_dataset(tmp_path):
     evidence.Evidence(args).prepare_data()
     params = json.loads((tmp_path / "data" / "partial" / "generator.json").read_text())["splits"]["train"]
     assert params["signal"] == "stack" and params["rgb_contrast"] == 0.3
+
+
+def test_opts_reach_every_run_the_pretraining_included(tmp_path):
+    args = evidence.parse_args(["--output", str(tmp_path), "--opts", "INPUT.RANDOM_FLIP", "none"])
+    ev = evidence.Evidence(args)
+    for variant in ("rgb_only", "branch_both", "early_fusion", "rgb_scratch"):
+        opts = ev.run_opts(variant, "stack", "0")
+        assert opts[len(opts) - 1 - opts[::-1].index("INPUT.RANDOM_FLIP") + 1] == "none"
+    _, pretrain = ev.pretrain_opts()
+    assert pretrain[pretrain.index("INPUT.RANDOM_FLIP") + 1] == "none"
+    assert evidence.setup_cfg(os.path.join(evidence.CONFIGS, evidence.RGB), pretrain).INPUT.RANDOM_FLIP == "none"
+    assert "INPUT.RANDOM_FLIP" not in evidence.Evidence(evidence.parse_args(["--output", str(tmp_path)])).run_opts(
+        "rgb_only", "stack", "0")
+    with pytest.raises(SystemExit):
+        evidence.parse_args(["--opts", "INPUT.RANDOM_FLIP"])
