@@ -73,6 +73,13 @@ def test_train_checkpoint_and_coco_eval(tiny_dataset, tmp_path):
     assert detections.is_file()
 
 
+def _run_captured(cmd, **kwargs):
+    """``subprocess.run`` with captured output; a failure shows the end of that output."""
+    out = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+    assert out.returncode == 0, f"exit {out.returncode}:\n{out.stdout[-3000:]}\n{out.stderr[-6000:]}"
+    return out
+
+
 def test_train_net_cli_ddp_resume_and_eval_only(tiny_dataset, tmp_path):
     root, names = tiny_dataset
     # the CLI registers datasets itself: point the built-in polar_synth_* names at the tiny data
@@ -99,14 +106,13 @@ def test_train_net_cli_ddp_resume_and_eval_only(tiny_dataset, tmp_path):
     state = torch.load(tmp_path / "out" / "model_final.pth", weights_only=True)["trainer"]
     assert len(state["resume"]["ranks"]) == 2 and "optimizer" in state["_trainer"]
     # --resume under DDP continues from the last checkpoint exactly as the uninterrupted run went on
-    out = subprocess.run(ddp + ["--resume"] + opts + ["SOLVER.MAX_ITER", "3"], check=True, env=env,
-                         cwd=tmp_path, capture_output=True, text=True)
+    out = _run_captured(ddp + ["--resume"] + opts + ["SOLVER.MAX_ITER", "3"], env=env, cwd=tmp_path)
     assert "Starting training from iteration 2" in out.stdout + out.stderr
     full = torch.load(tmp_path / "full" / "model_final.pth", weights_only=True)["model"]
     resumed = torch.load(tmp_path / "out" / "model_final.pth", weights_only=True)["model"]
     assert all(torch.equal(full[k], resumed[k]) for k in full)
-    out = subprocess.run(cmd + ["--eval-only"] + opts + ["MODEL.WEIGHTS", str(tmp_path / "out" / "model_final.pth")],
-                         check=True, env=env, cwd=tmp_path, capture_output=True, text=True)
+    out = _run_captured(cmd + ["--eval-only"] + opts + ["MODEL.WEIGHTS", str(tmp_path / "out" / "model_final.pth")],
+                        env=env, cwd=tmp_path)
     # pycocotools prints the standard 12-line summary
     assert out.stdout.count("Average Precision") == 6 and out.stdout.count("Average Recall") == 6
     with open(tmp_path / "out" / "metrics.json") as f:

@@ -21,6 +21,14 @@ def _unregister_evidence_datasets():
         MetadataCatalog.remove(name)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_evidence_datasets():
+    """Each test starts like a new process: no ``evidence_*`` names left by another test."""
+    _unregister_evidence_datasets()
+    yield
+    _unregister_evidence_datasets()
+
+
 def test_miniature_evidence_writes_the_report_and_resumes(tmp_path, capsys, monkeypatch):
     report = tmp_path / "RESULTS.md"
     argv = ["--output", str(tmp_path / "ev"), "--results", str(report), "--seeds", "0",
