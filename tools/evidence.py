@@ -205,6 +205,11 @@ PRESETS = {
     "regimes_noflip": ["--variants", "rgb_scratch", "demo_random_init", "polar_scratch", "--datasets", "stack",
                        "partial", "unpaired", "--iters", "600", "--val-videos", "24", "--section", "regimes_noflip",
                        "--opts", "INPUT.RANDOM_FLIP", "none", "--jobs", "2"],
+    # the stack on the branch's grid (INPUT.STACK.RESOLUTION "branch", the default) against full resolution
+    # (the model pools it), where the stack is informative and where it carries nothing (shares its runs
+    # with "regimes")
+    "grid": ["--variants", "rgb_scratch", "polar_scratch", "polar_full", "--datasets", "stack", "unpaired",
+             "--iters", "600", "--val-videos", "24", "--section", "grid", "--jobs", "2"],
     # the notes' video leakage: the same models on a frame split and a video split of one trap pool, and
     # the two remedies against it (the adversary, a smaller branch); 300 iterations keep it near 40 min
     "leakage": ["--variants", "rgb_scratch", "polar_scratch", "polar_adversary", "polar_small", "--datasets",
@@ -220,6 +225,7 @@ SECTION_TITLES = {"main": "Results: does the stack help?",
                   "leakage": "Video leakage: frame split against video split, and two remedies",
                   "regimes": "Does the branch ever hurt? Informative, partial and uninformative stacks",
                   "regimes_noflip": "The three regimes without flips (the synthetic classes as they are)",
+                  "grid": "The stack on the branch's grid against full resolution",
                   "decay": "Weight decay on the branch: the uninformative stack's AP75 against the informative gain"}
 
 

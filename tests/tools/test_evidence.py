@@ -265,3 +265,18 @@ def test_opts_reach_every_run_the_pretraining_included(tmp_path):
         "rgb_only", "stack", "0")
     with pytest.raises(SystemExit):
         evidence.parse_args(["--opts", "INPUT.RANDOM_FLIP"])
+
+
+@pytest.mark.parametrize("preset", sorted(evidence.PRESETS))
+def test_every_preset_parses_and_names_a_titled_section(preset, tmp_path):
+    args = evidence.parse_args(["--preset", preset, "--output", str(tmp_path)])
+    assert args.section in evidence.SECTION_TITLES
+    assert args.variants and args.datasets
+
+
+def test_grid_preset_compares_the_grid_with_full_resolution(tmp_path):
+    args = evidence.parse_args(["--preset", "grid", "--output", str(tmp_path)])
+    ev = evidence.Evidence(args)
+    full = ev.run_opts("polar_full", "stack", "0")
+    assert full[len(full) - 1 - full[::-1].index("INPUT.STACK.RESOLUTION") + 1] == "full"
+    assert "INPUT.STACK.RESOLUTION" not in ev.run_opts("polar_scratch", "stack", "0")
