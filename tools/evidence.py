@@ -134,6 +134,11 @@ VARIANTS: "OrderedDict[str, Variant]" = OrderedDict([
     ("polar_decay_strong", Variant(DEMO, ("MODEL.POLAR.INJECT", "both", "MODEL.POLAR.WEIGHT_DECAY", "0.1"),
                                    "everything, from scratch; weight decay 0.1 on the branch (1000x the others)",
                                    pretrained=False)),
+    ("polar_lr_low", Variant(DEMO, ("MODEL.POLAR.INJECT", "both", "MODEL.POLAR.LR_FACTOR", "0.1"),
+                             "everything, from scratch; the branch at 0.1x the learning rate", pretrained=False)),
+    ("polar_dropout_light", Variant(DEMO, ("MODEL.POLAR.INJECT", "both", "MODEL.POLAR.MODALITY_DROPOUT", "0.2"),
+                                    "everything, from scratch; a fifth of the training inputs without their stack",
+                                    pretrained=False)),
     ("polar_dropout", Variant(DEMO, ("MODEL.POLAR.INJECT", "both", "MODEL.POLAR.MODALITY_DROPOUT", "0.5"),
                               "everything, from scratch; half the training inputs without their stack",
                               pretrained=False)),
@@ -210,6 +215,12 @@ PRESETS = {
     # with "regimes")
     "grid": ["--variants", "rgb_scratch", "polar_scratch", "polar_full", "--datasets", "stack", "unpaired",
              "--iters", "600", "--val-videos", "24", "--section", "grid", "--jobs", "2"],
+    # remedies for the uninformative stack's cost against the informative stack's gain, every variant on one
+    # machine: the branch at 0.1x the learning rate, weight decay 0.01 on it, modality dropout 0.2 (shares
+    # its runs with "regimes" and "decay")
+    "remedies": ["--variants", "rgb_scratch", "demo_random_init", "polar_scratch", "polar_lr_low", "polar_decay",
+                 "polar_dropout_light", "--datasets", "stack", "unpaired", "--iters", "600", "--val-videos", "24",
+                 "--section", "remedies", "--jobs", "2"],
     # the notes' video leakage: the same models on a frame split and a video split of one trap pool, and
     # the two remedies against it (the adversary, a smaller branch); 300 iterations keep it near 40 min
     "leakage": ["--variants", "rgb_scratch", "polar_scratch", "polar_adversary", "polar_small", "--datasets",
@@ -226,6 +237,7 @@ SECTION_TITLES = {"main": "Results: does the stack help?",
                   "regimes": "Does the branch ever hurt? Informative, partial and uninformative stacks",
                   "regimes_noflip": "The three regimes without flips (the synthetic classes as they are)",
                   "grid": "The stack on the branch's grid against full resolution",
+                  "remedies": "Remedies for an uninformative stack, against the informative stack's gain",
                   "decay": "Weight decay on the branch: the uninformative stack's AP75 against the informative gain"}
 
 
