@@ -125,3 +125,28 @@ def test_patch_14_retinanet_head_builds_and_trains_with_group_norm():
     assert [t.shape for t in deltas] == [(2, 36, 16, 16), (2, 36, 8, 8)]
     (sum(t.sum() for t in logits) + sum(t.sum() for t in deltas)).backward()
     assert head.cls_subnet[1].weight.grad.abs().sum() > 0  # the GroupNorm's scale trains
+
+
+def _report_process_group_at_exit(out_dir):
+    # runs when the spawned worker's interpreter shuts down, after launch's worker function returned
+    import multiprocessing.util
+
+    import torch.distributed as dist
+    from detectron2.utils import comm
+
+    def report():
+        state = f"{dist.is_initialized()} {comm._LOCAL_PROCESS_GROUP is None}"
+        with open(os.path.join(out_dir, f"rank{comm.get_rank() if dist.is_initialized() else '?'}-{os.getpid()}"),
+                  "w") as f:
+            f.write(state)
+
+    multiprocessing.util.Finalize(None, report, exitpriority=100)
+
+
+def test_patch_15_launch_tears_its_process_groups_down_before_the_workers_exit(tmp_path):
+    # a live gloo group at interpreter exit can SIGABRT a worker that finished its work
+    from detectron2.engine import launch
+
+    launch(_report_process_group_at_exit, 2, dist_url="auto", args=(str(tmp_path),))
+    reports = [p.read_text() for p in tmp_path.iterdir()]
+    assert reports == ["False True"] * 2, reports
