@@ -136,6 +136,8 @@ VARIANTS: "OrderedDict[str, Variant]" = OrderedDict([
                                    pretrained=False)),
     ("polar_lr_low", Variant(DEMO, ("MODEL.POLAR.INJECT", "both", "MODEL.POLAR.LR_FACTOR", "0.1"),
                              "everything, from scratch; the branch at 0.1x the learning rate", pretrained=False)),
+    ("polar_lr_mid", Variant(DEMO, ("MODEL.POLAR.INJECT", "both", "MODEL.POLAR.LR_FACTOR", "0.3"),
+                             "everything, from scratch; the branch at 0.3x the learning rate", pretrained=False)),
     ("polar_dropout_light", Variant(DEMO, ("MODEL.POLAR.INJECT", "both", "MODEL.POLAR.MODALITY_DROPOUT", "0.2"),
                                     "everything, from scratch; a fifth of the training inputs without their stack",
                                     pretrained=False)),
@@ -161,6 +163,10 @@ VARIANTS: "OrderedDict[str, Variant]" = OrderedDict([
                                    "MODEL.POLAR.LR_FACTOR", "0.1"),
                             "everything, from scratch (the demo config's branch as shipped, at 0.1x the learning "
                             "rate)", pretrained=False, library_branch=False)),
+    ("demo_zero_lr_low", Variant(DEMO, ("MODEL.POLAR.ZERO_INIT", "True", "MODEL.POLAR.CLOSED_GATE", "False",
+                                        "MODEL.POLAR.LR_FACTOR", "0.1"),
+                                 "everything, from scratch (the demo config's branch, last conv at zero, at 0.1x the "
+                                 "learning rate)", pretrained=False, library_branch=False)),
     ("demo_dropout", Variant(DEMO, ("MODEL.POLAR.ZERO_INIT", "False", "MODEL.POLAR.CLOSED_GATE", "False",
                                     "MODEL.POLAR.MODALITY_DROPOUT", "0.5"),
                              "everything, from scratch (the demo config's branch as shipped; half the training "
@@ -225,6 +231,11 @@ PRESETS = {
     "remedies": ["--variants", "rgb_scratch", "demo_random_init", "polar_scratch", "polar_lr_low", "polar_decay",
                  "polar_dropout_light", "demo_lr_low", "--datasets", "stack", "unpaired", "--iters", "600",
                  "--val-videos", "24", "--section", "remedies", "--jobs", "2"],
+    # the zero-started branch at a lower learning rate for the demo config (its own branch shape) and at 0.3x for
+    # the library default, against the informative stack's gain (shares its runs with "remedies")
+    "lr": ["--variants", "rgb_scratch", "polar_scratch", "polar_lr_low", "polar_lr_mid", "demo_random_init",
+           "demo_zero_lr_low", "--datasets", "stack", "unpaired", "--iters", "600", "--val-videos", "24",
+           "--section", "lr", "--jobs", "2"],
     # the notes' video leakage: the same models on a frame split and a video split of one trap pool, and
     # the two remedies against it (the adversary, a smaller branch); 300 iterations keep it near 40 min
     "leakage": ["--variants", "rgb_scratch", "polar_scratch", "polar_adversary", "polar_small", "--datasets",
@@ -242,6 +253,7 @@ SECTION_TITLES = {"main": "Results: does the stack help?",
                   "regimes_noflip": "The three regimes without flips (the synthetic classes as they are)",
                   "grid": "The stack on the branch's grid against full resolution",
                   "remedies": "Remedies for an uninformative stack, against the informative stack's gain",
+                  "lr": "The branch's learning rate: the library default and the demo config, both regimes",
                   "decay": "Weight decay on the branch: the uninformative stack's AP75 against the informative gain"}
 
 
