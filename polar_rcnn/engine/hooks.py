@@ -14,6 +14,7 @@ from detectron2.solver import get_default_optimizer_params
 
 from ..utils.atomic import atomic_write_text
 from .freezing import parameter_table, select_unfreeze_parameters, unfreeze_parameters, unwrap
+from .optimizer import split_branch_groups
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +46,9 @@ def add_param_groups(optimizer: torch.optim.Optimizer, scheduler: Optional[Any],
 class UnfreezeHook(HookBase):
     """Before the step of iteration ``unfreeze_iter``, let ``parts`` (frozen by ``MODEL.FREEZE.PARTS``)
     train: ``requires_grad=True``, new optimizer param groups (with Detectron2's default per-parameter
-    hyper-parameters, as :func:`detectron2.solver.build_optimizer` would have given them) and their
-    base learning rates in the trainer's LR scheduler, so they follow the same schedule.
+    hyper-parameters, as :func:`detectron2.solver.build_optimizer` would have given them, and the
+    branch's ``MODEL.POLAR.LR_FACTOR`` / ``WEIGHT_DECAY`` for the parameters that read the stack) and
+    their base learning rates in the trainer's LR scheduler, so they follow the same schedule.
 
     Resuming: the hook's state (``{"unfrozen": bool}``) is checkpointed; loading a state saved after
     the unfreeze applies it at once, before the optimizer and scheduler states are loaded, so that
@@ -66,6 +68,8 @@ class UnfreezeHook(HookBase):
         parts: Sequence[str],
         freeze_at: int = 0,
         optimizer_params: Optional[Dict[str, Any]] = None,
+        branch_lr_factor: float = 1.0,
+        branch_weight_decay: float = -1.0,
         ddp_kwargs: Optional[Dict[str, Any]] = None,
     ):
         """
@@ -75,6 +79,9 @@ class UnfreezeHook(HookBase):
             freeze_at: ``MODEL.BACKBONE.FREEZE_AT``; what it freezes stays frozen.
             optimizer_params: keyword arguments of :func:`get_default_optimizer_params` for the new
                 groups (``base_lr``, ``weight_decay_norm``, ...); default: the optimizer's defaults.
+            branch_lr_factor, branch_weight_decay: ``MODEL.POLAR.LR_FACTOR`` / ``WEIGHT_DECAY`` for the
+                unfrozen parameters that read the stack, as when the optimizer is built
+                (:func:`~polar_rcnn.engine.optimizer.split_branch_groups`).
             ddp_kwargs: arguments of :func:`create_ddp_model` when re-wrapping a DDP model
                 (default: ``broadcast_buffers=False``, as :class:`DefaultTrainer`).
         """
@@ -86,6 +93,7 @@ class UnfreezeHook(HookBase):
         self.parts = list(parts)
         self.freeze_at = freeze_at
         self.optimizer_params = dict(optimizer_params or {})
+        self.branch_lr_factor, self.branch_weight_decay = float(branch_lr_factor), float(branch_weight_decay)
         self.ddp_kwargs = {"broadcast_buffers": False} if ddp_kwargs is None else dict(ddp_kwargs)
         self.unfrozen = False
 
@@ -101,6 +109,8 @@ class UnfreezeHook(HookBase):
                 "bias_lr_factor": cfg.SOLVER.BIAS_LR_FACTOR,
                 "weight_decay_bias": cfg.SOLVER.WEIGHT_DECAY_BIAS,
             },
+            "branch_lr_factor": cfg.MODEL.POLAR.LR_FACTOR,
+            "branch_weight_decay": cfg.MODEL.POLAR.WEIGHT_DECAY,
         }
 
     def before_train(self):
@@ -137,6 +147,7 @@ class UnfreezeHook(HookBase):
             mine = [p for p in group["params"] if p in new]
             if mine:
                 groups.append({**group, "params": mine})
+        groups = split_branch_groups(groups, model, self.branch_lr_factor, self.branch_weight_decay)
         add_param_groups(trainer.optimizer, getattr(trainer, "scheduler", None), groups)
         if isinstance(trainer.model, DistributedDataParallel):
             trainer.model = create_ddp_model(model, **self.ddp_kwargs)

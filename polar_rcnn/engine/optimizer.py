@@ -29,17 +29,7 @@ def branch_parameters(model: nn.Module) -> List[nn.Parameter]:
 def optimizer_param_groups(cfg, model: nn.Module) -> List[Dict[str, Any]]:
     """Param groups as :func:`detectron2.solver.build_optimizer` makes them
     (:func:`get_default_optimizer_params` over the trainable parameters: frozen ones never appear),
-    with the branch's learning rate multiplied by ``MODEL.POLAR.LR_FACTOR`` and its weight decay set
-    to ``MODEL.POLAR.WEIGHT_DECAY`` (< 0: as the other parameters)."""
-    factor, decay = float(cfg.MODEL.POLAR.LR_FACTOR), float(cfg.MODEL.POLAR.WEIGHT_DECAY)
-    if factor < 0:
-        raise ValueError(f"MODEL.POLAR.LR_FACTOR must be >= 0, got {factor}")
-    if (factor != 1.0 or decay >= 0) and _unfreezes_branch(cfg):
-        raise ValueError(
-            "MODEL.FREEZE.UNFREEZE_PARTS unfreezes the polar branch, whose late param groups get the default "
-            "hyper-parameters: set MODEL.POLAR.LR_FACTOR: 1.0 and MODEL.POLAR.WEIGHT_DECAY: -1.0, or train "
-            "the branch from the start"
-        )
+    with the branch's hyper-parameters from :func:`split_branch_groups`."""
     groups = get_default_optimizer_params(
         model,
         base_lr=cfg.SOLVER.BASE_LR,
@@ -47,6 +37,18 @@ def optimizer_param_groups(cfg, model: nn.Module) -> List[Dict[str, Any]]:
         bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
         weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
     )
+    return split_branch_groups(groups, model, cfg.MODEL.POLAR.LR_FACTOR, cfg.MODEL.POLAR.WEIGHT_DECAY)
+
+
+def split_branch_groups(groups: List[Dict[str, Any]], model: nn.Module, lr_factor: float,
+                        weight_decay: float) -> List[Dict[str, Any]]:
+    """``groups`` with the branch's parameters (:func:`branch_parameters`) in groups of their own:
+    learning rate times ``lr_factor`` (``MODEL.POLAR.LR_FACTOR``) and weight decay ``weight_decay``
+    (``MODEL.POLAR.WEIGHT_DECAY``; < 0: as the group's). Used when the optimizer is built and when
+    :class:`~polar_rcnn.engine.hooks.UnfreezeHook` adds the groups of parameters it unfreezes."""
+    factor, decay = float(lr_factor), float(weight_decay)
+    if factor < 0:
+        raise ValueError(f"MODEL.POLAR.LR_FACTOR must be >= 0, got {factor}")
     if factor == 1.0 and decay < 0:
         return groups
     branch = {id(p) for p in branch_parameters(model)}
@@ -63,11 +65,6 @@ def optimizer_param_groups(cfg, model: nn.Module) -> List[Dict[str, Any]]:
                     hyper["weight_decay"] = decay
             split.append({"params": params, **hyper})
     return reduce_param_groups(split)
-
-
-def _unfreezes_branch(cfg) -> bool:
-    parts = list(cfg.MODEL.FREEZE.UNFREEZE_PARTS) if cfg.MODEL.FREEZE.UNFREEZE_ITER > 0 else []
-    return BRANCH_PART in parts
 
 
 #: values of SOLVER.OPTIMIZER

@@ -1,6 +1,7 @@
 """build_polar_optimizer: Detectron2's param groups, the branch's own learning rate and weight decay,
 frozen parameters left out, gradient clipping, the trainer's build_optimizer, SOLVER.OPTIMIZER."""
 import os
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -9,7 +10,7 @@ from detectron2.modeling import build_model
 from detectron2.solver import build_optimizer
 
 from tests.common import CONFIG_DIR, get_polar_cfg
-from polar_rcnn.engine import PolarTrainer
+from polar_rcnn.engine import PolarTrainer, UnfreezeHook
 from polar_rcnn.engine.freezing import freeze_from_config
 from polar_rcnn.engine.optimizer import OPTIMIZERS, branch_parameters, build_polar_optimizer
 
@@ -74,11 +75,23 @@ def test_gradient_clipping_is_honoured():
     assert torch.allclose(before - p.detach(), torch.full_like(p, 1e-3 * 0.5 * cfg.SOLVER.BASE_LR), rtol=1e-3)
 
 
-def test_unfreezing_the_branch_with_its_own_lr_is_refused():
-    cfg = get_polar_cfg(MODEL__POLAR__LR_FACTOR=0.1, MODEL__FREEZE__PARTS=["polar_branch"],
-                        MODEL__FREEZE__UNFREEZE_ITER=5, MODEL__FREEZE__UNFREEZE_PARTS=["polar_branch"])
-    with pytest.raises(ValueError, match="MODEL.POLAR.LR_FACTOR"):
-        build_polar_optimizer(cfg, _model(cfg))
+def test_an_unfrozen_branch_gets_its_own_lr_and_decay():
+    # MODEL.FREEZE.UNFREEZE_PARTS ["polar_branch"]: the groups the hook adds carry LR_FACTOR / WEIGHT_DECAY
+    # as if the branch had trained from the start
+    cfg = get_polar_cfg(MODEL__POLAR__LR_FACTOR=0.1, MODEL__POLAR__WEIGHT_DECAY=0.01,
+                        MODEL__FREEZE__PARTS=["polar_branch"], MODEL__FREEZE__UNFREEZE_ITER=5, MODEL__FREEZE__UNFREEZE_PARTS=["polar_branch"])
+    model = _model(cfg)
+    optimizer = build_polar_optimizer(cfg, model)
+    assert not branch_parameters(model)
+    hook = UnfreezeHook(cfg)
+    hook.trainer = SimpleNamespace(model=model, optimizer=optimizer, iter=5)
+    hook.unfreeze()
+    branch = branch_parameters(model)
+    assert branch
+    hyper = _hyper(optimizer)
+    assert {hyper[id(p)][1] for p in branch} == {0.01}
+    lr = 0.1 * cfg.SOLVER.BASE_LR
+    assert {hyper[id(p)][0] for p in branch} <= {lr, lr * cfg.SOLVER.BIAS_LR_FACTOR}
     with pytest.raises(ValueError, match="LR_FACTOR must be >= 0"):
         cfg = get_polar_cfg(MODEL__POLAR__LR_FACTOR=-1.0)
         build_polar_optimizer(cfg, _model(cfg))
