@@ -32,8 +32,11 @@ Steps (each skipped when its result exists with the same settings, so an interru
     and, when asked for: branch_only (the notebook's strict setup: only the branch trains, both),
     from scratch (no pretraining, everything trained): rgb_scratch, polar_scratch (the library
     default branch), demo_scratch (the demo config's own branch), demo_random_init / demo_zero_init
-    (the same with its last conv random, as the demo config ships it, or at zero), demo_closed_gate
-    (last conv random behind per-level gates that start closed, MODEL.POLAR.CLOSED_GATE), and Mask
+    (the same with its last conv random, as the demo config shipped before issue 17, or at zero),
+    demo_closed_gate (last conv random behind per-level gates that start closed,
+    MODEL.POLAR.CLOSED_GATE), all three at MODEL.POLAR.LR_FACTOR 1.0; the branch's learning rate
+    (--preset lr): polar_lr_1x / polar_lr_mid / polar_lr_low (the library branch at 1, 0.3, 0.1x),
+    demo_lr_low / demo_zero_lr_low (the demo branch at 0.1x, last conv random or at zero); and Mask
     R-CNN (--preset masks; box and mask AP): mask_rgb_only, mask_branch_both (as rgb_only /
     branch_both, with a mask head that trains from its random start).
  5. docs/RESULTS.md (--results): AP, AP50, AP75 as mean ± std over seeds per variant and dataset,
@@ -136,6 +139,8 @@ VARIANTS: "OrderedDict[str, Variant]" = OrderedDict([
                                    pretrained=False)),
     ("polar_lr_low", Variant(DEMO, ("MODEL.POLAR.INJECT", "both", "MODEL.POLAR.LR_FACTOR", "0.1"),
                              "everything, from scratch; the branch at 0.1x the learning rate", pretrained=False)),
+    ("polar_lr_1x", Variant(DEMO, ("MODEL.POLAR.INJECT", "both", "MODEL.POLAR.LR_FACTOR", "1.0"),
+                            "everything, from scratch; the branch at the learning rate of the rest", pretrained=False)),
     ("polar_lr_mid", Variant(DEMO, ("MODEL.POLAR.INJECT", "both", "MODEL.POLAR.LR_FACTOR", "0.3"),
                              "everything, from scratch; the branch at 0.3x the learning rate", pretrained=False)),
     ("polar_dropout_light", Variant(DEMO, ("MODEL.POLAR.INJECT", "both", "MODEL.POLAR.MODALITY_DROPOUT", "0.2"),
@@ -150,26 +155,31 @@ VARIANTS: "OrderedDict[str, Variant]" = OrderedDict([
     ("rgb_scratch", Variant(RGB, (), "everything, from scratch", pretrained=False)),
     ("demo_scratch", Variant(DEMO, (), "everything, from scratch (the demo config's own branch)", pretrained=False,
                              library_branch=False)),
-    ("demo_random_init", Variant(DEMO, ("MODEL.POLAR.ZERO_INIT", "False", "MODEL.POLAR.CLOSED_GATE", "False"),
-                                 "everything, from scratch (the demo config's branch as shipped: last conv random, "
-                                 "no gate)", pretrained=False, library_branch=False)),
-    ("demo_zero_init", Variant(DEMO, ("MODEL.POLAR.ZERO_INIT", "True", "MODEL.POLAR.CLOSED_GATE", "False"),
-                               "everything, from scratch (the demo config's branch, last conv at zero, no gate)",
+    ("demo_random_init", Variant(DEMO, ("MODEL.POLAR.ZERO_INIT", "False", "MODEL.POLAR.CLOSED_GATE", "False",
+                                        "MODEL.POLAR.LR_FACTOR", "1.0"),
+                                 "everything, from scratch (the demo config's branch before issue 17: last conv "
+                                 "random, no gate, the branch at the learning rate of the rest)", pretrained=False,
+                                 library_branch=False)),
+    ("demo_zero_init", Variant(DEMO, ("MODEL.POLAR.ZERO_INIT", "True", "MODEL.POLAR.CLOSED_GATE", "False",
+                                      "MODEL.POLAR.LR_FACTOR", "1.0"),
+                               "everything, from scratch (the demo config's branch, last conv at zero, no gate, at "
+                               "the learning rate of the rest)",
                                pretrained=False, library_branch=False)),
-    ("demo_closed_gate", Variant(DEMO, ("MODEL.POLAR.ZERO_INIT", "False", "MODEL.POLAR.CLOSED_GATE", "True"),
+    ("demo_closed_gate", Variant(DEMO, ("MODEL.POLAR.ZERO_INIT", "False", "MODEL.POLAR.CLOSED_GATE", "True",
+                                        "MODEL.POLAR.LR_FACTOR", "1.0"),
                                  "everything, from scratch (the demo config's branch, last conv random, behind "
                                  "per-level gates that start closed)", pretrained=False, library_branch=False)),
     ("demo_lr_low", Variant(DEMO, ("MODEL.POLAR.ZERO_INIT", "False", "MODEL.POLAR.CLOSED_GATE", "False",
                                    "MODEL.POLAR.LR_FACTOR", "0.1"),
-                            "everything, from scratch (the demo config's branch as shipped, at 0.1x the learning "
-                            "rate)", pretrained=False, library_branch=False)),
+                            "everything, from scratch (the demo config's branch before issue 17, at 0.1x the "
+                            "learning rate)", pretrained=False, library_branch=False)),
     ("demo_zero_lr_low", Variant(DEMO, ("MODEL.POLAR.ZERO_INIT", "True", "MODEL.POLAR.CLOSED_GATE", "False",
                                         "MODEL.POLAR.LR_FACTOR", "0.1"),
                                  "everything, from scratch (the demo config's branch, last conv at zero, at 0.1x the "
                                  "learning rate)", pretrained=False, library_branch=False)),
     ("demo_dropout", Variant(DEMO, ("MODEL.POLAR.ZERO_INIT", "False", "MODEL.POLAR.CLOSED_GATE", "False",
-                                    "MODEL.POLAR.MODALITY_DROPOUT", "0.5"),
-                             "everything, from scratch (the demo config's branch as shipped; half the training "
+                                    "MODEL.POLAR.MODALITY_DROPOUT", "0.5", "MODEL.POLAR.LR_FACTOR", "1.0"),
+                             "everything, from scratch (the demo config's branch before issue 17; half the training "
                              "inputs without their stack)", pretrained=False, library_branch=False)),
     ("mask_rgb_only", Variant(MASK_RGB, tuple(BACKBONE_FROZEN), "RPN, box head, box predictor, mask head")),
     ("mask_branch_both", Variant(MASK_DEMO, ("MODEL.POLAR.INJECT", "both", *BRANCH),
@@ -233,7 +243,7 @@ PRESETS = {
                  "--val-videos", "24", "--section", "remedies", "--jobs", "2"],
     # the zero-started branch at a lower learning rate for the demo config (its own branch shape) and at 0.3x for
     # the library default, against the informative stack's gain (shares its runs with "remedies")
-    "lr": ["--variants", "rgb_scratch", "polar_scratch", "polar_lr_low", "polar_lr_mid", "demo_random_init",
+    "lr": ["--variants", "rgb_scratch", "polar_lr_1x", "polar_lr_low", "polar_lr_mid", "demo_random_init",
            "demo_zero_lr_low", "--datasets", "stack", "unpaired", "--iters", "600", "--val-videos", "24",
            "--section", "lr", "--jobs", "2"],
     # the notes' video leakage: the same models on a frame split and a video split of one trap pool, and

@@ -157,8 +157,9 @@ def test_scratch_preset_and_which_branch_each_variant_runs(tmp_path):
         opts = ev.run_opts(variant, "unpaired", "0")
         assert opts[opts.index("MODEL.POLAR.ZERO_INIT") + 1] == zero_init
         assert opts[opts.index("MODEL.POLAR.CLOSED_GATE") + 1] == gate
+        assert opts[opts.index("MODEL.POLAR.LR_FACTOR") + 1] == "1.0"  # the learning rate they were measured at
         assert not any(f"MODEL.POLAR.{key}" in opts for key in evidence.BRANCH_KEYS
-                       if key not in ("ZERO_INIT", "CLOSED_GATE"))
+                       if key not in ("ZERO_INIT", "CLOSED_GATE", "LR_FACTOR"))
         assert evidence.setup_cfg(os.path.join(evidence.CONFIGS, evidence.VARIANTS[variant].config),
                                   opts[:-2]).MODEL.POLAR.CLOSED_GATE == (gate == "True")
     assert demo[demo.index("MODEL.WEIGHTS") + 1] == "" and demo[demo.index("SOLVER.MAX_ITER") + 1] == "600"
