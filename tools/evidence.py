@@ -35,8 +35,10 @@ Steps (each skipped when its result exists with the same settings, so an interru
     (the same with its last conv random, as the demo config shipped before issue 17, or at zero),
     demo_closed_gate (last conv random behind per-level gates that start closed,
     MODEL.POLAR.CLOSED_GATE), all three at MODEL.POLAR.LR_FACTOR 1.0; the branch's learning rate
-    (--preset lr): polar_lr_1x / polar_lr_mid / polar_lr_low (the library branch at 1, 0.3, 0.1x),
-    demo_lr_low / demo_zero_lr_low (the demo branch at 0.1x, last conv random or at zero); and Mask
+    (--preset lr): polar_lr_1x / polar_lr_mid / polar_lr_low / polar_lr_zero (the library branch at 1,
+    0.3, 0.1, 0x),
+    demo_lr_low / demo_zero_lr_low (the demo branch at 0.1x, last conv random or at zero),
+    branch_both_lr_1x / branch_both_lr_low (branch_both at 1 or 0.1x, --preset lr_finetune); and Mask
     R-CNN (--preset masks; box and mask AP): mask_rgb_only, mask_branch_both (as rgb_only /
     branch_both, with a mask head that trains from its random start).
  5. docs/RESULTS.md (--results): AP, AP50, AP75 as mean ± std over seeds per variant and dataset,
@@ -121,6 +123,10 @@ VARIANTS: "OrderedDict[str, Variant]" = OrderedDict([
     ("branch_rpn", Variant(DEMO, ("MODEL.POLAR.INJECT", "rpn", *BRANCH), "branch, RPN, box head, box predictor")),
     ("branch_roi", Variant(DEMO, ("MODEL.POLAR.INJECT", "roi", *BRANCH), "branch, RPN, box head, box predictor")),
     ("branch_both", Variant(DEMO, ("MODEL.POLAR.INJECT", "both", *BRANCH), "branch, RPN, box head, box predictor")),
+    ("branch_both_lr_1x", Variant(DEMO, ("MODEL.POLAR.INJECT", "both", *BRANCH, "MODEL.POLAR.LR_FACTOR", "1.0"),
+                                  "branch at the learning rate of the rest, RPN, box head, box predictor")),
+    ("branch_both_lr_low", Variant(DEMO, ("MODEL.POLAR.INJECT", "both", *BRANCH, "MODEL.POLAR.LR_FACTOR", "0.1"),
+                                   "branch at 0.1x the learning rate, RPN, box head, box predictor")),
     ("branch_only", Variant(DEMO, ("MODEL.POLAR.INJECT", "both", "MODEL.POLAR.ZERO_INIT", "True", "MODEL.FREEZE.PARTS",
                                    '["image_bottom_up", "fpn", "rpn", "box_head", "box_predictor"]'), "branch only")),
     ("polar_scratch", Variant(DEMO, ("MODEL.POLAR.INJECT", "both"), "everything, from scratch", pretrained=False)),
@@ -141,6 +147,9 @@ VARIANTS: "OrderedDict[str, Variant]" = OrderedDict([
                              "everything, from scratch; the branch at 0.1x the learning rate", pretrained=False)),
     ("polar_lr_1x", Variant(DEMO, ("MODEL.POLAR.INJECT", "both", "MODEL.POLAR.LR_FACTOR", "1.0"),
                             "everything, from scratch; the branch at the learning rate of the rest", pretrained=False)),
+    ("polar_lr_zero", Variant(DEMO, ("MODEL.POLAR.INJECT", "both", "MODEL.POLAR.LR_FACTOR", "0.0"),
+                              "everything, from scratch; the branch never learns (LR 0: its zero last conv stays zero, "
+                              "the control for what the branch's learning costs)", pretrained=False)),
     ("polar_lr_mid", Variant(DEMO, ("MODEL.POLAR.INJECT", "both", "MODEL.POLAR.LR_FACTOR", "0.3"),
                              "everything, from scratch; the branch at 0.3x the learning rate", pretrained=False)),
     ("polar_dropout_light", Variant(DEMO, ("MODEL.POLAR.INJECT", "both", "MODEL.POLAR.MODALITY_DROPOUT", "0.2"),
@@ -246,6 +255,9 @@ PRESETS = {
     "lr": ["--variants", "rgb_scratch", "polar_lr_1x", "polar_lr_low", "polar_lr_mid", "demo_random_init",
            "demo_zero_lr_low", "--datasets", "stack", "unpaired", "--iters", "600", "--val-videos", "24",
            "--section", "lr", "--jobs", "2"],
+    # the same question finetuning from the pretrained RGB detector (ResNet + FPN frozen), as `make evidence` does
+    "lr_finetune": ["--variants", "rgb_only", "branch_both_lr_1x", "branch_both_lr_low", "--datasets", "stack",
+                    "unpaired", "--val-videos", "24", "--section", "lr_finetune", "--jobs", "2"],
     # the notes' video leakage: the same models on a frame split and a video split of one trap pool, and
     # the two remedies against it (the adversary, a smaller branch); 300 iterations keep it near 40 min
     "leakage": ["--variants", "rgb_scratch", "polar_scratch", "polar_adversary", "polar_small", "--datasets",
@@ -264,6 +276,7 @@ SECTION_TITLES = {"main": "Results: does the stack help?",
                   "grid": "The stack on the branch's grid against full resolution",
                   "remedies": "Remedies for an uninformative stack, against the informative stack's gain",
                   "lr": "The branch's learning rate: the library default and the demo config, both regimes",
+                  "lr_finetune": "The branch's learning rate when finetuning from the RGB detector, both regimes",
                   "decay": "Weight decay on the branch: the uninformative stack's AP75 against the informative gain"}
 
 
