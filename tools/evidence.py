@@ -152,6 +152,10 @@ VARIANTS: "OrderedDict[str, Variant]" = OrderedDict([
                               "the control for what the branch's learning costs)", pretrained=False)),
     ("polar_lr_mid", Variant(DEMO, ("MODEL.POLAR.INJECT", "both", "MODEL.POLAR.LR_FACTOR", "0.3"),
                              "everything, from scratch; the branch at 0.3x the learning rate", pretrained=False)),
+    ("polar_lr_low_decay", Variant(DEMO, ("MODEL.POLAR.INJECT", "both", "MODEL.POLAR.LR_FACTOR", "0.1",
+                                          "MODEL.POLAR.WEIGHT_DECAY", "0.01"),
+                                   "everything, from scratch; the branch at 0.1x the learning rate with weight decay "
+                                   "0.01", pretrained=False)),
     ("polar_dropout_light", Variant(DEMO, ("MODEL.POLAR.INJECT", "both", "MODEL.POLAR.MODALITY_DROPOUT", "0.2"),
                                     "everything, from scratch; a fifth of the training inputs without their stack",
                                     pretrained=False)),
