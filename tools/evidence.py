@@ -130,6 +130,9 @@ VARIANTS: "OrderedDict[str, Variant]" = OrderedDict([
     ("branch_only", Variant(DEMO, ("MODEL.POLAR.INJECT", "both", "MODEL.POLAR.ZERO_INIT", "True", "MODEL.FREEZE.PARTS",
                                    '["image_bottom_up", "fpn", "rpn", "box_head", "box_predictor"]'), "branch only")),
     ("polar_scratch", Variant(DEMO, ("MODEL.POLAR.INJECT", "both"), "everything, from scratch", pretrained=False)),
+    ("polar_rpn", Variant(DEMO, ("MODEL.POLAR.INJECT", "rpn"),
+                          "everything, from scratch, the branch feeding the RPN only (the library's default INJECT)",
+                          pretrained=False)),
     ("polar_adversary", Variant(DEMO, ("MODEL.POLAR.INJECT", "both", "MODEL.POLAR.VIDEO_ADVERSARY.WEIGHT", "0.1"),
                                 "everything, from scratch, with a video-id classifier on the branch behind a "
                                 "gradient reversal of 0.1", pretrained=False)),
