@@ -36,7 +36,8 @@ Steps (each skipped when its result exists with the same settings, so an interru
     demo_closed_gate (last conv random behind per-level gates that start closed,
     MODEL.POLAR.CLOSED_GATE), all three at MODEL.POLAR.LR_FACTOR 1.0; the branch's learning rate
     (--preset lr): polar_lr_1x / polar_lr_mid / polar_lr_low / polar_lr_zero (the library branch at 1,
-    0.3, 0.1, 0x),
+    0.3, 0.1, 0x), polar_lr_low_decay (0.1x with weight decay 0.01), polar_rpn (the branch feeding the
+    RPN only),
     demo_lr_low / demo_zero_lr_low (the demo branch at 0.1x, last conv random or at zero),
     branch_both_lr_1x / branch_both_lr_low (branch_both at 1 or 0.1x, --preset lr_finetune); and Mask
     R-CNN (--preset masks; box and mask AP): mask_rgb_only, mask_branch_both (as rgb_only /
