@@ -135,10 +135,8 @@ def _report_process_group_at_exit(out_dir):
     from detectron2.utils import comm
 
     def report():
-        state = f"{dist.is_initialized()} {comm._LOCAL_PROCESS_GROUP is None}"
-        with open(os.path.join(out_dir, f"rank{comm.get_rank() if dist.is_initialized() else '?'}-{os.getpid()}"),
-                  "w") as f:
-            f.write(state)
+        with open(os.path.join(out_dir, str(os.getpid())), "w") as f:
+            f.write(f"{dist.is_initialized()} {comm._LOCAL_PROCESS_GROUP is None}")
 
     multiprocessing.util.Finalize(None, report, exitpriority=100)
 

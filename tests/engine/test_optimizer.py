@@ -79,7 +79,8 @@ def test_an_unfrozen_branch_gets_its_own_lr_and_decay():
     # MODEL.FREEZE.UNFREEZE_PARTS ["polar_branch"]: the groups the hook adds carry LR_FACTOR / WEIGHT_DECAY
     # as if the branch had trained from the start
     cfg = get_polar_cfg(MODEL__POLAR__LR_FACTOR=0.1, MODEL__POLAR__WEIGHT_DECAY=0.01,
-                        MODEL__FREEZE__PARTS=["polar_branch"], MODEL__FREEZE__UNFREEZE_ITER=5, MODEL__FREEZE__UNFREEZE_PARTS=["polar_branch"])
+                        MODEL__FREEZE__PARTS=["polar_branch"], MODEL__FREEZE__UNFREEZE_ITER=5,
+                        MODEL__FREEZE__UNFREEZE_PARTS=["polar_branch"])
     model = _model(cfg)
     optimizer = build_polar_optimizer(cfg, model)
     assert not branch_parameters(model)
